@@ -1,0 +1,3 @@
+"""glyffuser: a reproducible text-to-glyph diffusion pipeline."""
+
+__version__ = "0.1.0"

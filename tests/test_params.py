@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from glyffuser.errors import GlyffuserError
+from glyffuser.params import load_params, parse_params, parse_range, with_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_params_and_profiles_validate():
+    params = load_params(REPO / "params.yaml")
+    assert params.render.image_size == 128
+    assert params.render.codepoint_ranges() == [(0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
+    for profile in (REPO / "profiles").glob("*.yaml"):
+        load_params(profile)  # every profile carries every key
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("render.image_size", -1, "render.image_size"),
+        ("render.margin", 0.7, "render.margin"),
+        ("render.ranges", ["U+9FFF-U+4E00"], "empty"),
+        ("render.ranges", ["4E00..9FFF"], "not a range"),
+        ("render.ranges", [], "at least one range"),
+        ("render.split.test", 0.96, "train split"),
+        ("embed.max_length", 0, "embed.max_length"),
+    ],
+)
+def test_bad_values_name_the_key(key, value, message):
+    base = load_params(REPO / "params.yaml")
+    data = base.model_dump()
+    with pytest.raises(GlyffuserError, match=message):
+        with_overrides(base, {key: value})
+    assert data == base.model_dump()  # the original is untouched
+
+
+def test_unknown_and_missing_keys(tmp_path):
+    data = load_params(REPO / "params.yaml").model_dump()
+    data["render"]["imagesize"] = 64
+    with pytest.raises(GlyffuserError, match="render.imagesize"):
+        parse_params(data)
+    del data["render"]["imagesize"]
+    del data["embed"]["encoder"]
+    with pytest.raises(GlyffuserError, match="embed.encoder: Field required"):
+        parse_params(data)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(GlyffuserError, match="cannot read parameters file"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("render: [unclosed\n")
+    with pytest.raises(GlyffuserError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_parse_range():
+    assert parse_range("U+3400-U+4DBF") == (0x3400, 0x4DBF)
+    assert parse_range("U+20000-U+2A6DF") == (0x20000, 0x2A6DF)
