@@ -11,7 +11,8 @@ from tests.conftest import REPO
 
 
 def run(cmd, cwd):
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{cwd.parent / 'mlflow.db'}"}
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -34,11 +35,17 @@ def test_smoke_pipeline(tmp_path):
     emb = pq.read_table(repo / "data" / "embed" / "embeddings.parquet", columns=["codepoint"])
     defs = pq.read_table(repo / "data" / "render" / "definitions.parquet", columns=["codepoint"])
     assert emb.num_rows == defs.num_rows + 1  # + the empty prompt
+    metrics = json.loads((repo / "data" / "train" / "metrics.json").read_text())
+    assert metrics["steps"] > 0 and metrics["img_per_s"] > 0
+    assert (repo / "data" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (repo / "data" / "sample" / "grid.png").stat().st_size > 1000
+    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
+    assert "train_loss" in shown and "img_per_s" in shown
 
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo)
 
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("image_size: 64", "image_size: 48"))
     out = run(["dvc", "repro"], repo)
-    assert "Running stage 'render'" in out
+    assert "Running stage 'render'" in out and "Running stage 'train'" in out
     assert "Running stage 'embed'" not in out and "Running stage 'sources'" not in out

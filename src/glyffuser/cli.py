@@ -35,6 +35,41 @@ def _cmd_embed(args: argparse.Namespace) -> dict:
     return run_embed(load_params(args.params).embed, args.definitions, args.out)
 
 
+def _train_paths(args: argparse.Namespace):
+    from glyffuser.train import TrainPaths
+
+    return TrainPaths(args.definitions, args.glyphs, args.embeddings, args.model, args.metrics, args.curve, args.checkpoints)
+
+
+def _cmd_train(args: argparse.Namespace) -> dict:
+    from glyffuser.train import run_train
+
+    return run_train(load_params(args.params), _train_paths(args), track=not args.no_mlflow)
+
+
+def _cmd_sample(args: argparse.Namespace) -> dict:
+    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.sampling import read_prompts, sample_files, sample_grid
+
+    if args.prompt and args.prompts_file:
+        raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
+    s = load_params(args.params).sample
+    steps = args.steps or s.steps
+    guidance = s.guidance if args.guidance is None else args.guidance
+    scheduler = args.scheduler or s.scheduler
+    pipe = GlyffuserPipeline.from_pretrained(args.model)
+    if args.prompts_file:
+        return sample_files(pipe, read_prompts(args.prompts_file), args.n or 1, steps, guidance, scheduler,
+                            args.seed, args.out or Path("samples"))
+    if args.prompt:
+        return sample_grid(pipe, args.prompt, args.n or 4, steps, guidance, scheduler, args.seed,
+                           args.out or Path("samples.png"))
+    # No prompts: the pipeline's fixed grid from params (the DVC `sample` stage).
+    out = args.out or Path("data/sample/grid.png")
+    return sample_grid(pipe, s.prompts, args.n or s.seeds, steps, guidance, scheduler, args.seed, out,
+                       out.with_name("manifest.json"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glyffuser", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,6 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("embed", _cmd_embed, "encode every definition with the text encoder into Parquet")
     p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
     p.add_argument("--out", type=Path, default=Path("data/embed/embeddings.parquet"))
+
+    p = command("train", _cmd_train, "train the diffusion model (resumes from a matching checkpoint)")
+    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
+    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    p.add_argument("--embeddings", type=Path, default=Path("data/embed/embeddings.parquet"))
+    p.add_argument("--model", type=Path, default=Path("data/model"))
+    p.add_argument("--metrics", type=Path, default=Path("data/train/metrics.json"))
+    p.add_argument("--curve", type=Path, default=Path("data/train/loss.csv"))
+    p.add_argument("--checkpoints", type=Path, default=Path("data/train/checkpoints"))
+    p.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
+
+    p = command("sample", _cmd_sample, "generate glyphs from English prompts with a trained model")
+    p.add_argument("prompt", nargs="*", help="prompts; none: the fixed grid of params `sample` (the DVC stage)")
+    p.add_argument("--prompts-file", type=Path, help="one prompt per line; writes one PNG per sample + manifest.json")
+    p.add_argument("-n", type=int, help="samples per prompt (default: 4, 1 with --prompts-file, sample.seeds for the grid)")
+    p.add_argument("--steps", type=int, help="sampler steps (default: sample.steps)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")
+    p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpmsolver++"], help="sampler (default: sample.scheduler)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; sample j of each prompt uses seed + j")
+    p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file")
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -86,11 +86,63 @@ class EmbedParams(_Group):
     batch_size: Annotated[int, Field(ge=1)]
 
 
+class TrainParams(_Group):
+    resolution: Annotated[int, Field(ge=8, le=512)]
+    block_channels: Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=2)]
+    layers_per_block: Annotated[int, Field(ge=1)]
+    attention_levels: list[bool]
+    attention_head_dim: Annotated[int, Field(ge=1)]
+    pooled_text: bool
+    schedule: Literal["linear", "cosine"]
+    prediction: Literal["epsilon", "v_prediction"]
+    zero_terminal_snr: bool
+    min_snr_gamma: Annotated[float, Field(ge=0)]
+    cfg_dropout: Annotated[float, Field(ge=0, lt=1)]
+    epochs: Annotated[float, Field(gt=0)]
+    batch_size: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0, lt=1)]
+    lr_warmup_steps: Annotated[int, Field(ge=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    grad_clip: Annotated[float, Field(ge=0)]
+    ema_decay: Annotated[float, Field(gt=0, lt=1)]
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"]
+    log_every: Annotated[int, Field(ge=1)]
+    eval_every: Annotated[int, Field(ge=0)]
+    checkpoint_every: Annotated[int, Field(ge=1)]
+    keep_checkpoints: Annotated[int, Field(ge=1)]
+    val_images: Annotated[int, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        if len(self.attention_levels) != len(self.block_channels):
+            raise ValueError("attention_levels needs one true/false per entry of block_channels")
+        if self.resolution % 2 ** (len(self.block_channels) - 1):
+            raise ValueError(f"resolution must be divisible by 2^{len(self.block_channels) - 1} (one halving per level)")
+        if any(c % min(32, self.block_channels[0]) for c in self.block_channels):
+            raise ValueError("every block_channels entry must be a multiple of the first (GroupNorm groups)")
+        if any(c % self.attention_head_dim for c, a in zip(self.block_channels, self.attention_levels) if a) or \
+                self.block_channels[-1] % self.attention_head_dim:
+            raise ValueError("attention_head_dim must divide the channels of every attention level")
+        if self.zero_terminal_snr and self.prediction != "v_prediction":
+            raise ValueError("zero_terminal_snr needs prediction: v_prediction (epsilon is undefined at SNR 0)")
+        return self
+
+
+class SampleParams(_Group):
+    prompts: Annotated[list[str], Field(min_length=1)]
+    seeds: Annotated[int, Field(ge=1, le=64)]
+    steps: Annotated[int, Field(ge=1, le=1000)]
+    guidance: Annotated[float, Field(ge=0)]
+    scheduler: Literal["ddpm", "ddim", "dpmsolver++"]
+
+
 class Params(_Group):
     base: BaseParams
     sources: SourcesParams
     render: RenderParams
     embed: EmbedParams
+    train: TrainParams
+    sample: SampleParams
 
 
 def _describe(err: ValidationError, path: Path) -> str:

@@ -1,0 +1,74 @@
+"""Training checkpoints: written atomically, rotated, and only resumed by the experiment that made them.
+
+Each checkpoint is `step-XXXXXXXX.pt` (model, EMA, optimizer and LR-scheduler state, loaded with
+`torch.load(weights_only=True)`, so nothing is unpickled) plus `step-XXXXXXXX.json`, written last,
+which marks it complete and records the fingerprint of the params and data that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from glyffuser.errors import GlyffuserError
+
+
+def _steps(folder: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.json")) if folder.is_dir() else []
+
+
+def save_checkpoint(folder: Path, step: int, state: dict, fingerprint: str, keep: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:08d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    marker = path.with_suffix(".json")
+    marker.with_suffix(".json.tmp").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
+    os.replace(marker.with_suffix(".json.tmp"), marker)
+    for old in _steps(folder)[:-keep]:
+        for suffix in (".json", ".pt"):  # marker first: a half-deleted checkpoint is never taken for whole
+            (folder / f"step-{old:08d}{suffix}").unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder: Path, fingerprint: str) -> tuple[Path | None, bool]:
+    """(newest complete checkpoint made with this fingerprint or None, were others from elsewhere found)."""
+    stale = False
+    for step in reversed(_steps(folder)):
+        marker = folder / f"step-{step:08d}.json"
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            raise GlyffuserError(f"checkpoint marker {marker} is unreadable: delete {folder} to start fresh") from None
+        if info.get("fingerprint") == fingerprint:
+            return marker.with_suffix(".pt"), stale
+        stale = True
+    return None, stale
+
+
+def clear_checkpoints(folder: Path) -> None:
+    for p in folder.glob("step-*"):
+        p.unlink()
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict:
+    marker = path.with_suffix(".json")
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        raise GlyffuserError(f"{path} has no readable marker {marker.name}: it is incomplete") from None
+    if info.get("fingerprint") != fingerprint:
+        raise GlyffuserError(f"{path} was made with other params or data (fingerprint {str(info.get('fingerprint'))[:12]}… "
+                             f"≠ {fingerprint[:12]}…): refusing to resume from it")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a truncated or foreign file
+        raise GlyffuserError(f"checkpoint {path} is corrupt ({type(err).__name__}): delete it to resume from an "
+                             f"older one, or delete {path.parent} to start fresh") from None
+    if not isinstance(state, dict) or state.get("step") != info["step"]:
+        raise GlyffuserError(f"checkpoint {path} does not hold the state its marker describes: delete it")
+    return state

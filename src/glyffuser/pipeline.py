@@ -1,0 +1,138 @@
+"""Sampling: GlyffuserPipeline turns English prompts into glyph images with a trained model.
+
+    pipe = GlyffuserPipeline.from_pretrained("data/model")
+    images = pipe(["a kind of fish"], num_images=4, steps=20, guidance=5.0, seed=0)  # list of PIL images
+
+Image j of every prompt starts from the noise of seed + j, so the same seed gives the same images
+and rows of a grid are comparable column by column. Guidance runs the conditional and the
+unconditional (empty prompt) halves in one batched forward.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from PIL import Image
+from tqdm import tqdm
+
+from glyffuser.diffusion import sampler
+from glyffuser.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
+from glyffuser.errors import GlyffuserError
+from glyffuser.images import tensor_to_images
+from glyffuser.model import denoise
+
+MODEL_INFO = "glyffuser.json"
+
+
+def pad_tokens(rows: list[torch.Tensor], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(l_i, D)] -> (N, L, D) zero-padded, (N, L) bool mask."""
+    length = length or max(r.shape[0] for r in rows)
+    text = torch.zeros(len(rows), length, rows[0].shape[1], dtype=rows[0].dtype)
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        text[i, : r.shape[0]] = r[:length]
+        mask[i, : r.shape[0]] = True
+    return text, mask
+
+
+@torch.inference_mode()
+def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
+           empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
+           progress: bool = False) -> torch.Tensor:
+    """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1]."""
+    device = unet.device
+    res = unet.config.sample_size
+    sched = sampler(scheduler, scheduler_config)
+    sched.set_timesteps(steps, device=device)
+    x = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    x = (x * sched.init_noise_sigma).to(device)
+    n = x.shape[0]
+    if guidance == 0:  # unconditional
+        text, mask = pad_tokens([empty] * n)
+    elif guidance != 1:  # [conditional; unconditional] in one batch
+        length = max(text.shape[1], empty.shape[0])
+        uncond, umask = pad_tokens([empty] * n, length)
+        cond, cmask = pad_tokens(list(text), length)
+        cmask &= torch.cat([mask, torch.zeros(n, length - mask.shape[1], dtype=torch.bool)], dim=1)
+        text, mask = torch.cat([cond, uncond]), torch.cat([cmask, umask])
+    text, mask = text.to(device, torch.float32), mask.to(device)
+    noise_gen = torch.Generator(device=device).manual_seed(seeds[0] + 1_000_003)  # DDPM's per-step noise
+    for t in tqdm(sched.timesteps, desc="sample", unit="step", disable=not progress, leave=False):
+        inp = sched.scale_model_input(x, t)
+        both = guidance not in (0, 1)
+        # bf16 on GPU, as in training; fp32 on CPU, where autocast gains little
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = denoise(unet, torch.cat([inp, inp]) if both else inp, t.expand(2 * n if both else n), text, mask)
+        out = out.float()
+        if both:
+            cond, uncond = out.chunk(2)
+            out = uncond + guidance * (cond - uncond)
+        x = sched.step(out, t, x, generator=noise_gen).prev_sample if scheduler == "ddpm" else sched.step(out, t, x).prev_sample
+    return x.clamp(-1, 1).float().cpu()
+
+
+class GlyffuserPipeline:
+    """A trained UNet, its noise schedule, and the text encoder its embeddings came from."""
+
+    def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict):
+        self.unet, self.scheduler_config, self.info = unet.eval(), dict(scheduler_config), info
+        self._encoder: TextEncoder | None = None
+        self._empty: torch.Tensor | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | None = None) -> GlyffuserPipeline:
+        path = Path(path)
+        try:
+            info = json.loads((path / MODEL_INFO).read_text())
+        except FileNotFoundError:
+            raise GlyffuserError(f"{path} is not a glyffuser model folder (no {MODEL_INFO}); train one with dvc repro train") from None
+        try:
+            unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True)
+            config = DDPMScheduler.load_config(path / "scheduler")
+        except (OSError, ValueError) as err:
+            raise GlyffuserError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(unet.to(device), config, info)
+
+    def save_pretrained(self, path: Path) -> None:
+        self.unet.save_pretrained(path / "unet", safe_serialization=True)
+        DDPMScheduler.from_config(self.scheduler_config).save_pretrained(path / "scheduler")
+        (path / MODEL_INFO).write_text(json.dumps(self.info, indent=2) + "\n")
+
+    @property
+    def encoder(self) -> TextEncoder:
+        if self._encoder is None:
+            quiet_transformers()
+            resolved = resolve_encoder(self.info["encoder"])
+            if (found := fingerprint(resolved.path)) != self.info["encoder_sha256"]:
+                raise GlyffuserError(
+                    f"the model was trained on embeddings of encoder {self.info['encoder']!r} with content hash "
+                    f"{self.info['encoder_sha256'][:12]}…, but {resolved.path} hashes to {found[:12]}…: "
+                    "use the same encoder files, or retrain")
+            self._encoder = TextEncoder(resolved, self.info["max_length"])
+        return self._encoder
+
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, L, D) token states, (N, L) mask, (L0, D) empty prompt — rounded to fp16 as stored for training."""
+        states, _ = self.encoder.encode(list(prompts) + [""])
+        rows = [torch.from_numpy(s).half() for s in states]
+        text, mask = pad_tokens(rows[:-1])
+        return text, mask, rows[-1]
+
+    def __call__(self, prompts: list[str] | str, num_images: int = 1, steps: int = 20, guidance: float = 5.0,
+                 scheduler: str = "dpmsolver++", seed: int = 0, progress: bool = False,
+                 batch_size: int = 64) -> list[Image.Image]:
+        """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        text, mask, empty = self.encode(prompts)
+        rows = torch.repeat_interleave(torch.arange(len(prompts)), num_images)
+        seeds = [seed + j for _ in prompts for j in range(num_images)]
+        out = []
+        for start in range(0, len(seeds), batch_size):
+            sl = slice(start, start + batch_size)
+            out.append(sample(self.unet, self.scheduler_config, text[rows[sl]], mask[rows[sl]], empty, seeds[sl],
+                              steps, guidance, scheduler, progress))
+        return tensor_to_images(torch.cat(out))

@@ -1,0 +1,54 @@
+"""`glyffuser sample`: prompts -> a labelled grid, one PNG per sample with a manifest, or the
+pipeline's fixed grid (params `sample`), which is the DVC `sample` stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from glyffuser.atomic import atomic_outputs
+from glyffuser.errors import GlyffuserError
+from glyffuser.images import labelled_grid
+from glyffuser.pipeline import GlyffuserPipeline
+
+
+def read_prompts(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise GlyffuserError(f"cannot read prompts file {path}: {err.strerror}") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise GlyffuserError(f"prompts file {path} holds no prompt (one per line)")
+    return prompts
+
+
+def sample_grid(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, steps: int, guidance: float,
+                scheduler: str, seed: int, out: Path, manifest: Path | None = None) -> dict:
+    """Rows of `num_images` samples per prompt, the prompt written left of its row."""
+    images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
+                  progress=True)
+    settings = {"scheduler": scheduler, "steps": steps, "guidance": guidance, "seeds": [seed + j for j in range(num_images)]}
+    outputs = [out] + ([manifest] if manifest else [])
+    with atomic_outputs(*outputs) as tmps:
+        labelled_grid(images, num_images, prompts).save(tmps[0])
+        if manifest:
+            tmps[1].write_text(json.dumps({"prompts": prompts, **settings, "grid": str(out)}, indent=2) + "\n")
+    return {"grid": str(out), "prompts": len(prompts), **settings}
+
+
+def sample_files(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, steps: int, guidance: float,
+                 scheduler: str, seed: int, out_dir: Path) -> dict:
+    """One PNG per sample plus manifest.json (prompt, seed, scheduler, steps, guidance, path) in out_dir."""
+    images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
+                  progress=True)
+    entries = []
+    with atomic_outputs(out_dir, dirs=True) as (tmp,):
+        for i, image in enumerate(images):
+            p, j = divmod(i, num_images)
+            name = f"{p:03d}-seed{seed + j}.png"
+            image.save(tmp / name)
+            entries.append({"prompt": prompts[p], "seed": seed + j, "scheduler": scheduler, "steps": steps,
+                            "guidance": guidance, "path": str(out_dir / name)})
+        (tmp / "manifest.json").write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
+    return {"out_dir": str(out_dir), "images": len(entries)}

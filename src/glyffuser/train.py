@@ -1,0 +1,278 @@
+"""Stage `train`: the text-conditioned glyph diffusion model, one loop for CPU, one GPU or several.
+
+Run as `glyffuser train` (one process) or `accelerate launch -m glyffuser.cli train` (DDP). Each
+process takes its own slice of a shared per-epoch permutation. All randomness of a step (noise,
+timesteps, which prompts are dropped for guidance) is a pure function of (seed, rank, step), so a run
+resumed from a checkpoint continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+
+from glyffuser import __version__
+from glyffuser.atomic import atomic_outputs
+from glyffuser.checkpoint import clear_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from glyffuser.data import GlyphSet, batch_text, load_training_data
+from glyffuser.diffusion import diffusion_loss, training_scheduler
+from glyffuser.images import labelled_grid, tensor_to_images
+from glyffuser.model import build_unet, count_parameters, denoise
+from glyffuser.params import Params
+from glyffuser.pipeline import GlyffuserPipeline, sample
+from glyffuser.sources import sha256_file
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    definitions: Path
+    glyphs: Path
+    embeddings: Path
+    model: Path  # diffusers layout: unet/, scheduler/, glyffuser.json
+    metrics: Path  # final numbers for `dvc exp show`
+    curve: Path  # loss curve CSV for `dvc plots`
+    checkpoints: Path  # persistent across runs; resumed when the fingerprint matches
+
+
+def fingerprint(params: Params, paths: TrainPaths) -> str:
+    """What a checkpoint must share to be resumed: training params, seed, and the exact input data."""
+    h = hashlib.sha256(json.dumps({"train": params.train.model_dump(), "seed": params.base.seed}, sort_keys=True).encode())
+    for f in (paths.definitions, paths.glyphs, paths.embeddings):
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank) * 10_000_019 + step)
+
+
+def _epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+
+
+def _with_dropped_prompts(text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, drop: torch.Tensor):
+    """Replace the rows flagged in `drop` by the empty prompt: the unconditional half of guidance."""
+    length = max(text.shape[1], empty.shape[0])
+    if length > text.shape[1]:
+        text = torch.nn.functional.pad(text, (0, 0, 0, length - text.shape[1]))
+        mask = torch.nn.functional.pad(mask, (0, length - mask.shape[1]))
+    text, mask = text.clone(), mask.clone()
+    text[drop] = 0
+    text[drop, : empty.shape[0]] = empty.to(text.dtype)
+    mask[drop] = False
+    mask[drop, : empty.shape[0]] = True
+    return text, mask
+
+
+@torch.no_grad()
+def validation_loss(unet, noise_sched, val: GlyphSet, n: int, min_snr_gamma: float, device, batch: int = 128) -> float | None:
+    """Loss on the first n validation glyphs with fixed noise and timesteps: comparable across steps and runs."""
+    n = min(n, len(val))
+    if n == 0:
+        return None
+    g = torch.Generator().manual_seed(12345)
+    total = 0.0
+    for s in range(0, n, batch):
+        x0 = val.images[s : s + batch].to(device)
+        text, mask = batch_text(val.text[s : s + batch], val.mask[s : s + batch])
+        noise = torch.randn(x0.shape, generator=g).to(device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (x0.shape[0],), generator=g).to(device)
+        pred = denoise(unet, noise_sched.add_noise(x0, noise, t), t, text.to(device, torch.float32), mask.to(device))
+        total += diffusion_loss(pred, x0, noise, t, noise_sched, min_snr_gamma).item() * x0.shape[0]
+    return total / n
+
+
+def _precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return choice
+
+
+def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, track: bool = True) -> dict | None:
+    """Train, checkpoint, resume; write the model and metrics. `stop_after` ends the run early like an
+    interruption (for tests): the checkpoints stay, no final outputs are written, None is returned."""
+    p = params.train
+    accelerator = Accelerator(mixed_precision=_precision(p.mixed_precision), cpu=not torch.cuda.is_available())
+    rank, world, device, main = accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator.is_main_process
+    data = load_training_data(paths.definitions, paths.glyphs, paths.embeddings, p.resolution)
+    train, meta = data.train, data.embedding_meta
+    run_id = fingerprint(params, paths)
+
+    torch.manual_seed(params.base.seed)
+    unet = build_unet(p.resolution, int(meta["dim"]), p.block_channels, p.layers_per_block, p.attention_levels,
+                      p.attention_head_dim, p.pooled_text)
+    noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / (p.batch_size * world))
+    total_steps = max(1, math.ceil(p.epochs * steps_per_epoch))
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, min(p.lr_warmup_steps, total_steps // 2), total_steps)
+    ema = EMAModel(unet.parameters(), decay=p.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+
+    start_step, log_rows = 0, []
+    ckpt, stale = latest_checkpoint(paths.checkpoints, run_id)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, run_id)
+        unet.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr_scheduler"])
+        ema.load_state_dict(state["ema"])
+        start_step, log_rows = state["step"], json.loads(state["log"])
+        accelerator.print(f"resuming from {ckpt} (step {start_step}/{total_steps})")
+    elif stale and main:
+        accelerator.print(f"{paths.checkpoints} holds checkpoints of another experiment (params or data changed): starting fresh")
+        clear_checkpoints(paths.checkpoints)
+    accelerator.wait_for_everyone()
+
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    raw_unet = accelerator.unwrap_model(unet)
+    ema.to(device)
+    images, texts, masks = train.images.to(device), train.text.to(device), train.mask.to(device)
+    empty = data.empty_text.to(device)
+    info = {**{k: meta[k] for k in ("encoder", "encoder_sha256", "encoder_revision", "model_type", "dim", "max_length")},
+            "resolution": p.resolution, "schedule": p.schedule, "prediction": p.prediction,
+            "pooled_text": p.pooled_text, "pixels": "x = png / 127.5 - 1 (background +1, ink -1)",
+            "glyffuser_version": __version__}
+    pipe = GlyffuserPipeline(raw_unet, dict(noise_sched.config), info)
+    run = None
+    if main and track:
+        from glyffuser.tracking import mlflow_run
+
+        run = mlflow_run(params.model_dump())
+        mlflow = run.__enter__()
+        mlflow.log_params({"model.parameters": count_parameters(raw_unet), "train.total_steps": total_steps,
+                           "train.world_size": world})
+
+    # Held-out characters for the sample grids: their stored embeddings, so training never needs the encoder.
+    val = data.validation if len(data.validation) else train
+    shown = torch.randperm(len(val), generator=torch.Generator().manual_seed(params.base.seed))[:8]
+
+    def evaluate(step: int) -> dict:
+        """Validation loss (raw weights) and, logged to MLflow, a grid sampled with the EMA weights:
+        per row the real held-out glyph, then 4 samples from its definition."""
+        raw_unet.eval()
+        out = {"val_loss": validation_loss(raw_unet, noise_sched, data.validation, p.val_images, p.min_snr_gamma, device)}
+        if run is not None:
+            seeds = [0, 1, 2, 3]
+            rows = shown.repeat_interleave(len(seeds))
+            text, mask = batch_text(val.text[rows], val.mask[rows])
+            ema.store(raw_unet.parameters())
+            ema.copy_to(raw_unet.parameters())
+            x = sample(raw_unet, pipe.scheduler_config, text, mask, data.empty_text, seeds * len(shown), 20,
+                       params.sample.guidance, "dpmsolver++")
+            ema.restore(raw_unet.parameters())
+            real = val.images[shown]
+            cells = torch.cat([torch.cat([real[i : i + 1], x[i * len(seeds) : (i + 1) * len(seeds)]]) for i in range(len(shown))])
+            labels = [f"{chr(val.codepoints[i])} {val.definitions[i]}" for i in shown.tolist()]
+            mlflow.log_image(labelled_grid(tensor_to_images(cells), len(seeds) + 1, labels, cell=48), key="samples", step=step)
+        raw_unet.train()
+        return out
+
+    def _loop() -> dict | None:
+        unet.train()
+        window_loss, window_steps, window_start, train_time = 0.0, 0, time.perf_counter(), 0.0
+        gn = torch.tensor(0.0)
+        perm_epoch, perm = -1, None
+        for step in range(start_step, total_steps):
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch != perm_epoch:
+                perm_epoch, perm = epoch, _epoch_permutation(params.base.seed, epoch, len(train)).to(device)
+            start = (k * world + rank) * p.batch_size
+            idx = perm[torch.arange(start, start + p.batch_size, device=device) % len(train)]
+            g = _step_generator(params.base.seed, rank, step)
+            noise = torch.randn((p.batch_size, 1, p.resolution, p.resolution), generator=g).to(device)
+            t = torch.randint(0, noise_sched.config.num_train_timesteps, (p.batch_size,), generator=g).to(device)
+            drop = (torch.rand(p.batch_size, generator=g) < p.cfg_dropout).to(device)
+
+            x0 = images[idx]
+            text, mask = batch_text(texts[idx], masks[idx])
+            text, mask = _with_dropped_prompts(text, mask, empty, drop)
+            with accelerator.autocast():
+                pred = denoise(unet, noise_sched.add_noise(x0, noise, t), t, text.float(), mask)
+            loss = diffusion_loss(pred, x0, noise, t, noise_sched, p.min_snr_gamma)
+            accelerator.backward(loss)
+            if p.grad_clip > 0:
+                gn = accelerator.clip_grad_norm_(unet.parameters(), p.grad_clip)
+            optimizer.step()
+            lr_sched.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(raw_unet.parameters())
+
+            window_loss += loss.item()
+            window_steps += 1
+            done = step + 1
+            if done % p.log_every == 0 or done == total_steps:
+                elapsed = time.perf_counter() - window_start
+                train_time += elapsed
+                row = {"step": done, "epoch": round(done / steps_per_epoch, 3), "train_loss": window_loss / window_steps,
+                       "lr": lr_sched.get_last_lr()[0], "grad_norm": float(gn),
+                       "img_per_s": window_steps * p.batch_size * world / elapsed}
+                window_loss, window_steps = 0.0, 0
+                if main and (p.eval_every and done % p.eval_every == 0 or done == total_steps):
+                    row.update(evaluate(done))
+                if run is not None:
+                    mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=done)
+                log_rows.append(row)
+                window_start = time.perf_counter()
+            if done % p.checkpoint_every == 0 and done < total_steps:
+                if main:
+                    state = {"step": done, "model": raw_unet.state_dict(), "optimizer": optimizer.state_dict(),
+                             "lr_scheduler": lr_sched.state_dict(), "ema": ema.state_dict(), "log": json.dumps(log_rows)}
+                    save_checkpoint(paths.checkpoints, done, state, run_id, p.keep_checkpoints)
+                accelerator.wait_for_everyone()
+            if stop_after is not None and done >= stop_after:
+                return None
+
+        # Every rank must hold the same weights after DDP; a cheap, order-sensitive checksum tells.
+        checksum = torch.stack([q.detach().double().sum() * (i + 1) for i, q in enumerate(raw_unet.parameters())]).sum()
+        sums = accelerator.gather(checksum.reshape(1).to(device))
+        in_sync = bool(torch.allclose(sums, sums[0]))
+
+        result = None
+        if main:
+            ema.copy_to(raw_unet.parameters())
+            last = log_rows[-1]
+            seen = [r for r in log_rows if r["step"] > start_step]
+            result = {
+                "train_loss": last["train_loss"], "val_loss": last.get("val_loss"),
+                "img_per_s": sum(r["img_per_s"] for r in seen) / max(1, len(seen)),
+                "epochs": last["epoch"], "steps": total_steps, "wall_time_min": round(train_time / 60, 2),
+                "parameters": count_parameters(raw_unet), "world_size": world, "ranks_in_sync": in_sync,
+                "resumed_from_step": start_step,
+            }
+            with atomic_outputs(paths.model, dirs=True) as (model_tmp,):
+                pipe.save_pretrained(model_tmp)
+            with atomic_outputs(paths.metrics, paths.curve) as (metrics_tmp, curve_tmp):
+                metrics_tmp.write_text(json.dumps(result, indent=2) + "\n")
+                with curve_tmp.open("w", newline="") as f:
+                    fields = ["step", "epoch", "train_loss", "val_loss", "lr", "grad_norm", "img_per_s"]
+                    writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(log_rows)
+            if run is not None:
+                mlflow.log_metrics({f"final_{k}": float(v) for k, v in result.items() if isinstance(v, (int, float)) and v is not None})
+                mlflow.log_artifacts(str(paths.model), artifact_path="model")
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        return result
+
+    try:
+        return _loop()
+    except BaseException:
+        if run is not None:
+            run.__exit__(*sys.exc_info())  # marks the MLflow run FAILED
+            run = None
+        raise
+    finally:
+        if run is not None:
+            run.__exit__(None, None, None)

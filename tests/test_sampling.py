@@ -1,0 +1,156 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from glyffuser.diffusion import SAMPLERS
+from glyffuser.errors import GlyffuserError
+from glyffuser.pipeline import GlyffuserPipeline
+from tests.conftest import REPO
+
+PROMPTS = ["a kind of fish", "a small bird", "a river"]
+
+
+def border_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image (N, R, R) in model space: mean and std of the outermost pixel ring, which is blank
+    paper (+1) in every real glyph (the render margin)."""
+    ring = np.concatenate([x[:, 0, :], x[:, -1, :], x[:, :, 0], x[:, :, -1]], axis=1)
+    return ring.mean(axis=1), ring.std(axis=1)
+
+
+def looks_like_glyphs(images):
+    """Concretely 'not noise': white paper around the glyph, a tight background, ink present.
+    Measured on this test's tiny model: border mean 0.73-0.91 by sampler; pure noise gives ~0,
+    a grey page < 0.6, and DPM-Solver++ diverging (salt and pepper) a border std ~0.8."""
+    x = np.stack([np.asarray(im, dtype=np.float32) / 127.5 - 1 for im in images])
+    mean, std = border_stats(x)
+    assert mean.mean() > 0.65, f"paper is not white: border mean {mean.mean():.2f}"
+    assert (mean < 0.5).mean() <= 0.1, f"{(mean < 0.5).mean():.0%} of samples on a grey page"
+    assert std.mean() < 0.3, f"background is noisy: border std {std.mean():.2f}"
+    ink = (x < 0).mean(axis=(1, 2))
+    assert ink.min() > 0.03, "a sample without ink"
+
+
+@pytest.mark.parametrize("scheduler", SAMPLERS)
+def test_every_scheduler_draws_glyphs(tiny_model, scheduler):
+    pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu")
+    images = pipe(PROMPTS, num_images=4, steps=20, guidance=3.0, scheduler=scheduler)
+    assert len(images) == 12 and images[0].size == (16, 16) and images[0].mode == "L"
+    looks_like_glyphs(images)
+
+
+def test_sampling_returns_finite_values_in_range(tiny_model):
+    from glyffuser.pipeline import sample
+
+    pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu")
+    text, mask, empty = pipe.encode(PROMPTS)
+    for scheduler in SAMPLERS:
+        x = sample(pipe.unet, pipe.scheduler_config, text, mask, empty, [0, 1, 2], 10, 5.0, scheduler)
+        assert torch.isfinite(x).all() and x.min() >= -1 and x.max() <= 1
+
+
+def test_same_seed_same_images_and_seeds_differ(tiny_model):
+    pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu")
+    a = pipe(["a kind of fish"], num_images=3, steps=8, seed=5)
+    b = pipe(["a kind of fish"], num_images=3, steps=8, seed=5)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))
+    # image j of a prompt depends on its seed only, not on the batch it was drawn in
+    c = pipe(["a kind of fish"], num_images=1, steps=8, seed=6, scheduler="dpmsolver++")
+    assert np.array_equal(np.asarray(c[0]), np.asarray(a[1]))
+
+
+def test_encoder_mismatch_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model[0], model)
+    info = json.loads((model / "glyffuser.json").read_text())
+    info["encoder_sha256"] = "f" * 64
+    (model / "glyffuser.json").write_text(json.dumps(info))
+    with pytest.raises(GlyffuserError, match="trained on embeddings of encoder"):
+        GlyffuserPipeline.from_pretrained(model, device="cpu")(["a fish"])
+
+
+def test_cli_grid_and_prompts_file(tiny_model, tmp_path):
+    model = str(tiny_model[0])
+
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "glyffuser.cli", "sample", "--params",
+                                 str(REPO / "params.yaml"), "--model", model, *args],
+                                capture_output=True, text=True, cwd=tmp_path)
+        return result
+
+    r = cli("a kind of fish", "-n", "4", "--steps", "5", "--guidance", "5", "--scheduler", "dpmsolver++",
+            "--seed", "0", "--out", "fish.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fish.png").stat().st_size > 100
+
+    (tmp_path / "prompts.txt").write_text("a kind of fish\n# a comment\na small bird\n")
+    r = cli("--prompts-file", "prompts.txt", "-n", "2", "--steps", "5", "--out", "many")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "many" / "manifest.json").read_text())
+    assert [(m["prompt"], m["seed"]) for m in manifest] == [
+        ("a kind of fish", 0), ("a kind of fish", 1), ("a small bird", 0), ("a small bird", 1)]
+    assert all((tmp_path / "many" / m["path"].split("/")[-1]).is_file() for m in manifest)
+
+    r = cli("a fish", "--model", str(tmp_path / "nowhere"))
+    assert r.returncode == 1 and r.stderr.startswith("glyffuser: error:") and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_cosine_model(params, rendered, embeddings_path, tmp_path_factory):
+    from glyffuser.params import with_overrides
+    from glyffuser.train import run_train
+    from tests.conftest import TINY_TRAIN, train_paths
+
+    p = with_overrides(params, {**TINY_TRAIN, "train.epochs": 12, "train.lr": 0.003, "train.schedule": "cosine"})
+    paths = train_paths(tmp_path_factory.mktemp("cosine"), rendered, embeddings_path)
+    run_train(p, paths, track=False)
+    return paths.model
+
+
+@pytest.mark.parametrize("scheduler", SAMPLERS)
+def test_cosine_schedule_gives_white_paper(tiny_cosine_model, scheduler):
+    """With v-prediction (the default) cosine-schedule samples sit on white paper, like linear ones."""
+    pipe = GlyffuserPipeline.from_pretrained(tiny_cosine_model, device="cpu")
+    looks_like_glyphs(pipe(PROMPTS, num_images=8, steps=20, guidance=5.0, scheduler=scheduler))
+
+
+def test_dpmsolver_on_cosine_epsilon_needs_x0_clipping(params, rendered, embeddings_path, tmp_path):
+    """The pitfall: with ε-prediction on the cosine schedule, DPM-Solver++ divides by alpha ≈ 0 near
+    t = T and diverges into salt-and-pepper noise unless x0 is clipped, as our sampler does."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    import glyffuser.pipeline as pipeline_module
+    from glyffuser.params import with_overrides
+    from glyffuser.train import run_train
+    from tests.conftest import TINY_TRAIN, train_paths
+
+    p = with_overrides(params, {**TINY_TRAIN, "train.epochs": 12, "train.lr": 0.003, "train.schedule": "cosine",
+                                "train.prediction": "epsilon"})
+    paths = train_paths(tmp_path, rendered, embeddings_path)
+    run_train(p, paths, track=False)
+    pipe = GlyffuserPipeline.from_pretrained(paths.model, device="cpu")
+    text, mask, empty = pipe.encode(PROMPTS)
+    rows = torch.arange(len(PROMPTS)).repeat_interleave(8)
+    seeds = list(range(len(rows)))
+
+    ours = pipeline_module.sample(pipe.unet, pipe.scheduler_config, text[rows], mask[rows], empty, seeds, 20, 5.0,
+                                  "dpmsolver++")
+    assert torch.isfinite(ours).all()
+    assert border_stats(ours[:, 0].numpy())[1].mean() < 0.4
+
+    unclipped = DPMSolverMultistepScheduler.from_config(pipe.scheduler_config, algorithm_type="dpmsolver++",
+                                                        thresholding=False, timestep_spacing="trailing")
+    original = pipeline_module.sampler
+    pipeline_module.sampler = lambda name, config: unclipped
+    try:
+        raw = pipeline_module.sample(pipe.unet, pipe.scheduler_config, text[rows], mask[rows], empty, seeds, 20,
+                                     5.0, "dpmsolver++")
+    finally:
+        pipeline_module.sampler = original
+    assert border_stats(raw[:, 0].numpy())[1].mean() > 0.6  # salt and pepper: the guard is what prevents it

@@ -1,0 +1,146 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glyffuser.checkpoint import load_checkpoint
+from glyffuser.errors import GlyffuserError
+from glyffuser.params import with_overrides
+from glyffuser.pipeline import GlyffuserPipeline
+from glyffuser.render import RenderOutputs, run_render
+from glyffuser.tables import read_table
+from glyffuser.glyphs import from_png
+from glyffuser.train import run_train
+from tests.conftest import REPO, TINY_TRAIN, train_paths
+
+
+def weights(model_dir):
+    return load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+@pytest.fixture
+def short(params):
+    return with_overrides(params, {**TINY_TRAIN, "train.epochs": 1})  # 26 steps of 16 on ~410 glyphs
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(short, rendered, embeddings_path, tmp_path):
+    straight = train_paths(tmp_path / "a", rendered, embeddings_path)
+    full = run_train(short, straight, track=False)
+    assert full["steps"] > 15 and full["resumed_from_step"] == 0
+
+    interrupted = train_paths(tmp_path / "b", rendered, embeddings_path)
+    assert run_train(short, interrupted, stop_after=12, track=False) is None  # "killed" after step 12
+    assert not interrupted.model.exists()
+    assert sorted(p.name for p in interrupted.checkpoints.iterdir()) == [
+        "step-00000005.json", "step-00000005.pt", "step-00000010.json", "step-00000010.pt"]
+    resumed = run_train(short, interrupted, track=False)
+    assert resumed["resumed_from_step"] == 10
+
+    a, b = weights(straight.model), weights(interrupted.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    # the loss curve carries on where it stopped
+    steps = [row.split(",")[0] for row in interrupted.curve.read_text().splitlines()[1:]]
+    assert steps == [row.split(",")[0] for row in straight.curve.read_text().splitlines()[1:]]
+
+
+def test_changed_params_start_fresh(short, rendered, embeddings_path, tmp_path, capsys):
+    paths = train_paths(tmp_path, rendered, embeddings_path)
+    run_train(short, paths, stop_after=10, track=False)
+    changed = with_overrides(short, {"train.lr": 0.0005})
+    result = run_train(changed, paths, track=False)
+    assert result["resumed_from_step"] == 0
+    assert "another experiment" in capsys.readouterr().out
+
+
+def test_corrupt_checkpoint_is_one_clear_error(short, rendered, embeddings_path, tmp_path):
+    paths = train_paths(tmp_path, rendered, embeddings_path)
+    run_train(short, paths, stop_after=10, track=False)
+    ckpt = paths.checkpoints / "step-00000010.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(GlyffuserError, match="step-00000010.pt is corrupt"):
+        run_train(short, paths, track=False)
+    marker = json.loads(ckpt.with_suffix(".json").read_text())
+    with pytest.raises(GlyffuserError, match="made with other params or data"):
+        load_checkpoint(paths.checkpoints / "step-00000005.pt", "0" * 64)
+    assert marker["step"] == 10
+
+
+def test_overfits_a_handful_of_glyphs(params, sources_dir, tmp_path):
+    """Eight water-radical characters, all in train: the loss falls and samples redraw them."""
+    p = with_overrides(params, {**TINY_TRAIN, "render.ranges": ["U+6C34-U+6C3D"], "render.split.validation": 0.0,
+                                "render.split.test": 0.0, "train.epochs": 300, "train.batch_size": 8,
+                                "train.lr": 0.003, "train.cfg_dropout": 0.0, "train.log_every": 25})
+    rendered = RenderOutputs.under(tmp_path / "render")
+    report = run_render(p, sources_dir, rendered)
+    from glyffuser.embed import run_embed
+
+    run_embed(p.embed, rendered.definitions, tmp_path / "emb.parquet")
+    paths = train_paths(tmp_path, (rendered, report), tmp_path / "emb.parquet")
+    result = run_train(p, paths, track=False)
+    assert result["val_loss"] is None  # no validation split here
+    assert result["train_loss"] < 0.03, result
+
+    defs, _ = read_table(rendered.definitions)
+    glyphs, _ = read_table(rendered.glyphs)
+    real = np.stack([np.asarray(from_png(png).resize((16, 16))) for png in glyphs.column("png").to_pylist()]) / 255.0
+    pipe = GlyffuserPipeline.from_pretrained(paths.model, device="cpu")
+    texts = defs.column("definition").to_pylist()
+    samples = pipe(texts, num_images=1, steps=25, guidance=1.0, scheduler="ddim")
+    hits = 0
+    for i, img in enumerate(samples):
+        dist = ((real - np.asarray(img) / 255.0) ** 2).mean(axis=(1, 2))
+        hits += int(dist.argmin() == i and dist[i] < 0.02)
+    assert hits >= 6, f"only {hits}/{len(texts)} samples redraw their own glyph"
+
+
+def test_two_process_ddp_stays_in_sync(short, rendered, embeddings_path, tmp_path):
+    paths = train_paths(tmp_path, rendered, embeddings_path)
+    params_file = tmp_path / "params.yaml"
+    import yaml
+
+    params_file.write_text(yaml.safe_dump(with_overrides(short, {"train.epochs": 2}).model_dump()))
+    out, _ = rendered
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "glyffuser.cli", "train", "--params", str(params_file), "--no-mlflow",
+           "--definitions", str(out.definitions), "--glyphs", str(out.glyphs), "--embeddings", str(embeddings_path),
+           "--model", str(paths.model), "--metrics", str(paths.metrics), "--curve", str(paths.curve),
+           "--checkpoints", str(paths.checkpoints)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(paths.metrics.read_text())
+    assert metrics["world_size"] == 2 and metrics["ranks_in_sync"] is True
+    # each step consumes 2 × 16 images, so an epoch takes half the steps of a single process
+    n_train = rendered[1]["splits"]["train"]
+    assert metrics["steps"] == 2 * math.ceil(n_train / 32)
+
+
+def test_mlflow_records_the_run(short, rendered, embeddings_path, tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_EXP_NAME", "test-exp")
+    p = with_overrides(short, {"train.eval_every": 10})
+    paths = train_paths(tmp_path / "run", rendered, embeddings_path)
+    run_train(p, paths, track=True)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("glyffuser")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.params["train.lr"] == str(p.train.lr)
+    assert run.data.tags["dvc_experiment"] == "test-exp" and run.data.tags["git_commit"]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 4
+    assert client.get_metric_history(run.info.run_id, "val_loss")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert {"model/unet", "model/scheduler", "model/glyffuser.json"} <= artifacts
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert images, "sample grids were not logged"
+    assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the store, not in the cwd
