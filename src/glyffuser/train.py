@@ -45,11 +45,18 @@ class TrainPaths:
     checkpoints: Path  # persistent across runs; resumed when the fingerprint matches
 
 
+# The code that decides the weights (the train stage's code deps in dvc.yaml).
+_TRAINING_CODE = ("train.py", "data.py", "model.py", "diffusion.py", "checkpoint.py", "images.py")
+
+
 def fingerprint(params: Params, paths: TrainPaths) -> str:
-    """What a checkpoint must share to be resumed: training params, seed, and the exact input data."""
+    """What a checkpoint must share to be resumed: training params, seed, the exact input data, and
+    the training code (a changed loop must not continue a run it did not start)."""
     h = hashlib.sha256(json.dumps({"train": params.train.model_dump(), "seed": params.base.seed}, sort_keys=True).encode())
     for f in (paths.definitions, paths.glyphs, paths.embeddings):
         h.update(sha256_file(f).encode())
+    for name in _TRAINING_CODE:
+        h.update(sha256_file(Path(__file__).with_name(name)).encode())
     return h.hexdigest()
 
 
