@@ -53,8 +53,11 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
 
     if args.prompt and args.prompts_file:
         raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
+    for name, value, least in (("-n", args.n, 1), ("--steps", args.steps, 1), ("--guidance", args.guidance, 0)):
+        if value is not None and value < least:
+            raise GlyffuserError(f"{name} must be at least {least}, got {value}")
     s = load_params(args.params).sample
-    steps = args.steps or s.steps
+    steps = s.steps if args.steps is None else args.steps
     guidance = s.guidance if args.guidance is None else args.guidance
     scheduler = args.scheduler or s.scheduler
     pipe = GlyffuserPipeline.from_pretrained(args.model)
