@@ -9,40 +9,22 @@ data/ is not touched), and writes benchmarks/results/stage_times-<host>.json wit
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def device_description() -> dict:
-    return {
-        "host": socket.gethostname(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, write_result  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
-    results = {"date": datetime.date.today().isoformat(), "device": device_description(),
-               "command": "python benchmarks/stage_times.py", "params": str(args.params), "stages": {}}
+    results = {"params": str(args.params), "stages": {}}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         commands = {
@@ -62,10 +44,7 @@ def main() -> None:
             if stage == "embed":
                 results["stages"][stage].update(texts=summary["texts"], encoder=summary["encoder"])
             print(f"{stage}: {seconds:.1f} s", flush=True)
-    kind = "cuda" if torch.cuda.is_available() else f"cpu{os.cpu_count()}"
-    out_path = ROOT / "benchmarks" / "results" / f"stage_times-{kind}.json"
-    out_path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out_path}")
+    write_result("stage_times", results)
 
 
 if __name__ == "__main__":

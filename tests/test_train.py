@@ -144,3 +144,37 @@ def test_mlflow_records_the_run(short, rendered, embeddings_path, tmp_path, monk
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert images, "sample grids were not logged"
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the store, not in the cwd
+    # The model names its run, so the evaluate/umap/figures stages can log into it.
+    info = json.loads((paths.model / "glyffuser.json").read_text())
+    assert info["mlflow_run_id"] == run.info.run_id
+    from glyffuser.tracking import log_to_model_run
+
+    assert log_to_model_run(info, {"x": 1.0}, [paths.metrics], "evaluate") == run.info.run_id
+    assert client.get_metric_history(run.info.run_id, "evaluate.x")[0].value == 1.0
+
+
+def test_snapshots_are_kept_and_cleared_with_the_experiment(short, rendered, embeddings_path, tmp_path, capsys):
+    paths = train_paths(tmp_path, rendered, embeddings_path)
+    p = with_overrides(short, {"train.snapshot_every": 10})
+    result = run_train(p, paths, track=False)
+    snapshots = sorted((paths.checkpoints / "snapshots").iterdir())
+    assert [s.name for s in snapshots] == ["step-00000010", "step-00000020"]
+    infos = [json.loads((s / "glyffuser.json").read_text()) for s in snapshots]
+    assert [i["step"] for i in infos] == [10, 20]
+    assert 0 < infos[0]["train_minutes"] < infos[1]["train_minutes"] <= result["wall_time_min"] + 0.01
+    pipe = GlyffuserPipeline.from_pretrained(snapshots[1], device="cpu")
+    assert pipe.unet.dtype == torch.float32  # stored in fp16, loaded for sampling in fp32
+    run_train(with_overrides(p, {"train.lr": 0.0005}), paths, stop_after=5, track=False)
+    assert "params, data or code changed" in capsys.readouterr().out
+    assert not (paths.checkpoints / "snapshots").exists()
+
+
+def test_speed_options_change_rounding_only(short, rendered, embeddings_path, tmp_path):
+    base = run_train(short, train_paths(tmp_path / "a", rendered, embeddings_path), track=False)
+    fast_paths = train_paths(tmp_path / "b", rendered, embeddings_path)
+    fast = run_train(with_overrides(short, {"train.channels_last": "on", "train.fused_optimizer": "on"}), fast_paths,
+                     track=False)
+    assert fast["train_loss"] == pytest.approx(base["train_loss"], rel=0.05)
+    a, b = weights(tmp_path / "a" / "model"), weights(fast_paths.model)
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-2, worst

@@ -51,8 +51,12 @@ def latest_checkpoint(folder: Path, fingerprint: str) -> tuple[Path | None, bool
 
 
 def clear_checkpoints(folder: Path) -> None:
+    """Remove the checkpoints and the snapshots of another experiment."""
+    import shutil
+
     for p in folder.glob("step-*"):
         p.unlink()
+    shutil.rmtree(folder / "snapshots", ignore_errors=True)
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict:

@@ -73,6 +73,33 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
                        out.with_name("manifest.json"))
 
 
+def _cmd_classifier(args: argparse.Namespace) -> dict:
+    from glyffuser.classifier import run_classifier
+
+    return run_classifier(load_params(args.params), args.definitions, args.glyphs, args.out)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> dict:
+    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+
+    paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out)
+    return run_evaluate(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def _cmd_umap(args: argparse.Namespace) -> dict:
+    from glyffuser.atlas import run_umap
+
+    return run_umap(load_params(args.params), args.definitions, args.glyphs, args.sources, args.samples,
+                    args.out, track=not args.no_mlflow, model=args.model)
+
+
+def _cmd_figures(args: argparse.Namespace) -> dict:
+    from glyffuser.figures import FigurePaths, run_figures
+
+    paths = FigurePaths(args.model, args.definitions, args.glyphs, args.umap, args.out)
+    return run_figures(load_params(args.params), paths, track=not args.no_mlflow)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glyffuser", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,6 +141,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed; sample j of each prompt uses seed + j")
     p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
     p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file")
+
+    p = command("classifier", _cmd_classifier, "train the radical classifier that judges generated glyphs")
+    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
+    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    p.add_argument("--out", type=Path, default=Path("data/classifier"))
+
+    p = command("evaluate", _cmd_evaluate, "measure prompt adherence, controls, KID/FID and novelty of a model")
+    p.add_argument("--model", type=Path, default=Path("data/model"))
+    p.add_argument("--classifier", type=Path, default=Path("data/classifier"))
+    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
+    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    p.add_argument("--embeddings", type=Path, default=Path("data/embed/embeddings.parquet"))
+    p.add_argument("--out", type=Path, default=Path("data/evaluate"))
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    p = command("umap", _cmd_umap, "UMAP map of the glyph dataset with density, radicals, layouts and samples")
+    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
+    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    p.add_argument("--sources", type=Path, default=Path("data/sources"), help="font and decomposition table")
+    p.add_argument("--samples", type=Path, default=Path("data/evaluate/samples.parquet"))
+    p.add_argument("--model", type=Path, default=Path("data/model"), help="its MLflow run receives the figures")
+    p.add_argument("--out", type=Path, default=Path("data/umap"))
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    p = command("figures", _cmd_figures, "the visual guide's figures from the trained model")
+    p.add_argument("--model", type=Path, default=Path("data/model"))
+    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
+    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"))
+    p.add_argument("--out", type=Path, default=Path("data/figures"))
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     return parser
 
 

@@ -111,6 +111,10 @@ class TrainParams(_Group):
     checkpoint_every: Annotated[int, Field(ge=1)]
     keep_checkpoints: Annotated[int, Field(ge=1)]
     val_images: Annotated[int, Field(ge=0)]
+    snapshot_every: Annotated[int, Field(ge=0)]
+    compile: Literal["auto", "on", "off"]
+    channels_last: Literal["auto", "on", "off"]
+    fused_optimizer: Literal["auto", "on", "off"]
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
@@ -136,6 +140,43 @@ class SampleParams(_Group):
     scheduler: Literal["ddpm", "ddim", "dpmsolver++"]
 
 
+class ClassifierParams(_Group):
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=2)]
+    lr: Annotated[float, Field(gt=0, lt=1)]
+    width: Annotated[int, Field(ge=4)]
+
+
+class EvaluateParams(_Group):
+    heldout_characters: Annotated[int, Field(ge=2)]
+    samples_per_character: Annotated[int, Field(ge=1)]
+    prompt_radicals: dict[str, Annotated[int, Field(ge=1, le=214)]]
+    copy_calibration: Annotated[int, Field(ge=10)]
+    copy_quantile: Annotated[float, Field(gt=0, lt=1)]
+
+
+class UmapParams(_Group):
+    resolution: Annotated[int, Field(ge=8, le=128)]
+    pca_components: Annotated[int, Field(ge=2)]
+    n_neighbors: Annotated[int, Field(ge=2)]
+    min_dist: Annotated[float, Field(ge=0)]
+    density_bins: Annotated[int, Field(ge=10)]
+    density_sigma: Annotated[float, Field(gt=0)]
+    top_radicals: Annotated[int, Field(ge=1, le=20)]
+
+
+class FiguresParams(_Group):
+    pixel_glyph: Annotated[str, Field(min_length=1, max_length=1)]
+    forward_timesteps: Annotated[list[Annotated[int, Field(ge=0, le=999)]], Field(min_length=1)]
+    steps_prompt: str
+    step_counts: Annotated[list[Annotated[int, Field(ge=1, le=1000)]], Field(min_length=1)]
+    single_step_prompt: str
+    guidance_prompts: Annotated[list[str], Field(min_length=1)]
+    guidance_scales: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)]
+    animation_prompts: Annotated[list[str], Field(min_length=1)]
+    animation_steps: Annotated[int, Field(ge=2, le=1000)]
+
+
 class Params(_Group):
     base: BaseParams
     sources: SourcesParams
@@ -143,6 +184,17 @@ class Params(_Group):
     embed: EmbedParams
     train: TrainParams
     sample: SampleParams
+    classifier: ClassifierParams
+    evaluate: EvaluateParams
+    umap: UmapParams
+    figures: FiguresParams
+
+    @model_validator(mode="after")
+    def _every_prompt_has_a_radical(self) -> Params:
+        missing = [p for p in self.sample.prompts if p not in self.evaluate.prompt_radicals]
+        if missing:
+            raise ValueError(f"evaluate.prompt_radicals needs the radical of sample prompt {missing[0]!r}")
+        return self
 
 
 def _describe(err: ValidationError, path: Path) -> str:

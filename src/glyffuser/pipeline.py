@@ -41,8 +41,12 @@ def pad_tokens(rows: list[torch.Tensor], length: int | None = None) -> tuple[tor
 @torch.inference_mode()
 def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
            empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
-           progress: bool = False) -> torch.Tensor:
-    """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1]."""
+           progress: bool = False, callback=None, bf16: bool | None = None) -> torch.Tensor:
+    """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1].
+
+    `callback(i, t, x)`, if given, sees the noisy batch x_t after each step i (for animations).
+    `bf16`: autocast the UNet to bfloat16; None = on CUDA only (see README results for CPU numbers).
+    """
     device = unet.device
     res = unet.config.sample_size
     sched = sampler(scheduler, scheduler_config)
@@ -60,18 +64,27 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
         text, mask = torch.cat([cond, uncond]), torch.cat([cmask, umask])
     text, mask = text.to(device, torch.float32), mask.to(device)
     noise_gen = torch.Generator(device=device).manual_seed(seeds[0] + 1_000_003)  # DDPM's per-step noise
-    for t in tqdm(sched.timesteps, desc="sample", unit="step", disable=not progress, leave=False):
+    for i, t in enumerate(tqdm(sched.timesteps, desc="sample", unit="step", disable=not progress, leave=False)):
         inp = sched.scale_model_input(x, t)
         both = guidance not in (0, 1)
-        # bf16 on GPU, as in training; fp32 on CPU, where autocast gains little
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" if bf16 is None else bf16):
             out = denoise(unet, torch.cat([inp, inp]) if both else inp, t.expand(2 * n if both else n), text, mask)
         out = out.float()
         if both:
             cond, uncond = out.chunk(2)
             out = uncond + guidance * (cond - uncond)
         x = sched.step(out, t, x, generator=noise_gen).prev_sample if scheduler == "ddpm" else sched.step(out, t, x).prev_sample
+        if callback is not None:
+            callback(i, t, x.float().cpu())
     return x.clamp(-1, 1).float().cpu()
+
+
+def read_model_info(path: Path) -> dict:
+    """glyffuser.json of a model folder: encoder, resolution, schedule, MLflow run."""
+    try:
+        return json.loads((Path(path) / MODEL_INFO).read_text())
+    except FileNotFoundError:
+        raise GlyffuserError(f"{path} is not a glyffuser model folder (no {MODEL_INFO}); train one with dvc repro train") from None
 
 
 class GlyffuserPipeline:
@@ -85,12 +98,10 @@ class GlyffuserPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None) -> GlyffuserPipeline:
         path = Path(path)
+        info = read_model_info(path)
         try:
-            info = json.loads((path / MODEL_INFO).read_text())
-        except FileNotFoundError:
-            raise GlyffuserError(f"{path} is not a glyffuser model folder (no {MODEL_INFO}); train one with dvc repro train") from None
-        try:
-            unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True)
+            # float32 weights (snapshots are stored in fp16); sampling autocasts where it pays off
+            unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True).float()
             config = DDPMScheduler.load_config(path / "scheduler")
         except (OSError, ValueError) as err:
             raise GlyffuserError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
@@ -124,7 +135,7 @@ class GlyffuserPipeline:
 
     def __call__(self, prompts: list[str] | str, num_images: int = 1, steps: int = 20, guidance: float = 5.0,
                  scheduler: str = "dpmsolver++", seed: int = 0, progress: bool = False,
-                 batch_size: int = 64) -> list[Image.Image]:
+                 batch_size: int = 64, bf16: bool | None = None) -> list[Image.Image]:
         """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         text, mask, empty = self.encode(prompts)
@@ -134,5 +145,5 @@ class GlyffuserPipeline:
         for start in range(0, len(seeds), batch_size):
             sl = slice(start, start + batch_size)
             out.append(sample(self.unet, self.scheduler_config, text[rows[sl]], mask[rows[sl]], empty, seeds[sl],
-                              steps, guidance, scheduler, progress))
+                              steps, guidance, scheduler, progress, bf16=bf16))
         return tensor_to_images(torch.cat(out))

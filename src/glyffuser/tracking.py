@@ -8,6 +8,7 @@ one place. MLFLOW_TRACKING_URI overrides it.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,9 +37,10 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}; characters MLflow refuses in names (";" in a prompt) become "_"."""
     out: dict[str, str] = {}
     for key, value in data.items():
-        name = f"{prefix}{key}"
+        name = re.sub(r"[^\w\-. :/]", "_", f"{prefix}{key}")
         if isinstance(value, dict):
             out.update(flatten(value, f"{name}."))
         else:
@@ -70,3 +72,34 @@ def mlflow_run(params: dict, run_name: str | None = None):
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name or os.environ.get("DVC_EXP_NAME") or None, tags=tags):
         mlflow.log_params(flatten(params))
         yield mlflow
+
+
+def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str) -> str:
+    """Add metrics and files to the MLflow run that trained the model (its id is in glyffuser.json).
+
+    A model trained elsewhere, or without tracking, gets a new run named after the stage instead.
+    Returns the run id used.
+    """
+    import logging
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    run_id = model_info.get("mlflow_run_id")
+    try:
+        found = run_id is not None and mlflow.get_run(run_id) is not None
+    except MlflowException:
+        found = False
+    if found:
+        context = mlflow.start_run(run_id=run_id)
+    else:
+        context = mlflow_run({"model": {k: v for k, v in model_info.items() if k != "mlflow_run_id"}},
+                             run_name=f"{artifact_path} (model run not in this store)")
+    with context as active:
+        run = active if found else mlflow.active_run()
+        mlflow.log_metrics({f"{artifact_path}.{k}": float(v) for k, v in metrics.items()})
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path=artifact_path)
+        return run.info.run_id

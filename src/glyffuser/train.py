@@ -106,6 +106,43 @@ def _precision(choice: str) -> str:
     return choice
 
 
+def _enabled(choice: str, device: torch.device) -> bool:
+    """auto = on for CUDA, where it was measured to pay off (README, benchmarks/), off on CPU."""
+    return device.type == "cuda" if choice == "auto" else choice == "on"
+
+
+@dataclass(frozen=True)
+class Speedups:
+    """Throughput options that do not change the maths (beyond floating-point rounding)."""
+
+    compile: bool
+    channels_last: bool
+    fused_optimizer: bool
+
+    @staticmethod
+    def of(p, device: torch.device) -> Speedups:
+        return Speedups(_enabled(p.compile, device), _enabled(p.channels_last, device),
+                        _enabled(p.fused_optimizer, device))
+
+
+def build_optimizer(unet: torch.nn.Module, p, speed: Speedups) -> torch.optim.AdamW:
+    return torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay,
+                             fused=True if speed.fused_optimizer else None)
+
+
+def save_snapshot(folder: Path, pipe: GlyffuserPipeline, ema: EMAModel, step: int, train_minutes: float) -> None:
+    """EMA weights at this step, in fp16, as a model folder that GlyffuserPipeline loads (for the
+    adherence-versus-training-time curve in benchmarks/)."""
+    import copy
+
+    unet = copy.deepcopy(pipe.unet)
+    ema.copy_to(unet.parameters())
+    snapshot = GlyffuserPipeline(unet.half(), pipe.scheduler_config, {**pipe.info, "step": step,
+                                                                      "train_minutes": round(train_minutes, 2)})
+    with atomic_outputs(folder / f"step-{step:08d}", dirs=True) as (tmp,):
+        snapshot.save_pretrained(tmp)
+
+
 def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, track: bool = True) -> dict | None:
     """Train, checkpoint, resume; write the model and metrics. `stop_after` ends the run early like an
     interruption (for tests): the checkpoints stay, no final outputs are written, None is returned."""
@@ -120,7 +157,10 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     unet = build_unet(p.resolution, int(meta["dim"]), p.block_channels, p.layers_per_block, p.attention_levels,
                       p.attention_head_dim, p.pooled_text)
     noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    speed = Speedups.of(p, accelerator.device)
+    if speed.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(unet, p, speed)
     steps_per_epoch = math.ceil(len(train) / (p.batch_size * world))
     total_steps = max(1, math.ceil(p.epochs * steps_per_epoch))
     lr_sched = get_cosine_schedule_with_warmup(optimizer, min(p.lr_warmup_steps, total_steps // 2), total_steps)
@@ -137,12 +177,16 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         start_step, log_rows = state["step"], json.loads(state["log"])
         accelerator.print(f"resuming from {ckpt} (step {start_step}/{total_steps})")
     elif stale and main:
-        accelerator.print(f"{paths.checkpoints} holds checkpoints of another experiment (params or data changed): starting fresh")
+        accelerator.print(f"{paths.checkpoints} holds checkpoints of another experiment (params, data or code changed): "
+                          "starting fresh")
         clear_checkpoints(paths.checkpoints)
     accelerator.wait_for_everyone()
 
     unet, optimizer = accelerator.prepare(unet, optimizer)
     raw_unet = accelerator.unwrap_model(unet)
+    if speed.compile:
+        # Fixed shapes (full batch, text padded to max_length) so the graph compiles once.
+        unet = torch.compile(unet)
     ema.to(device)
     images, texts, masks = train.images.to(device), train.text.to(device), train.mask.to(device)
     empty = data.empty_text.to(device)
@@ -158,7 +202,8 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         run = mlflow_run(params.model_dump())
         mlflow = run.__enter__()
         mlflow.log_params({"model.parameters": count_parameters(raw_unet), "train.total_steps": total_steps,
-                           "train.world_size": world})
+                           "train.world_size": world, **{f"speed.{k}": v for k, v in speed.__dict__.items()}})
+        info["mlflow_run_id"] = mlflow.active_run().info.run_id  # the evaluate/umap/figures stages log here
 
     # Held-out characters for the sample grids: their stored embeddings, so training never needs the encoder.
     val = data.validation if len(data.validation) else train
@@ -180,14 +225,17 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
             ema.restore(raw_unet.parameters())
             real = val.images[shown]
             cells = torch.cat([torch.cat([real[i : i + 1], x[i * len(seeds) : (i + 1) * len(seeds)]]) for i in range(len(shown))])
-            labels = [f"{chr(val.codepoints[i])} {val.definitions[i]}" for i in shown.tolist()]
+            # PIL's default font has no Han characters: the real glyph is the first cell of each row anyway.
+            labels = [f"U+{val.codepoints[i]:04X} {val.definitions[i]}" for i in shown.tolist()]
             mlflow.log_image(labelled_grid(tensor_to_images(cells), len(seeds) + 1, labels, cell=48), key="samples", step=step)
         raw_unet.train()
         return out
 
     def _loop() -> dict | None:
         unet.train()
-        window_loss, window_steps, window_start, train_time = 0.0, 0, time.perf_counter(), 0.0
+        # Training seconds so far (evaluation excluded), carried across a resume in the log rows.
+        train_time = log_rows[-1].get("train_s", 0.0) if log_rows else 0.0
+        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
         gn = torch.tensor(0.0)
         perm_epoch, perm = -1, None
         for step in range(start_step, total_steps):
@@ -202,7 +250,9 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
             drop = (torch.rand(p.batch_size, generator=g) < p.cfg_dropout).to(device)
 
             x0 = images[idx]
-            text, mask = batch_text(texts[idx], masks[idx])
+            text, mask = (texts[idx], masks[idx]) if speed.compile else batch_text(texts[idx], masks[idx])
+            if speed.channels_last:
+                x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(memory_format=torch.channels_last)
             text, mask = _with_dropped_prompts(text, mask, empty, drop)
             with accelerator.autocast():
                 pred = denoise(unet, noise_sched.add_noise(x0, noise, t), t, text.float(), mask)
@@ -223,7 +273,7 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
                 train_time += elapsed
                 row = {"step": done, "epoch": round(done / steps_per_epoch, 3), "train_loss": window_loss / window_steps,
                        "lr": lr_sched.get_last_lr()[0], "grad_norm": float(gn),
-                       "img_per_s": window_steps * p.batch_size * world / elapsed}
+                       "img_per_s": window_steps * p.batch_size * world / elapsed, "train_s": round(train_time, 2)}
                 window_loss, window_steps = 0.0, 0
                 if main and (p.eval_every and done % p.eval_every == 0 or done == total_steps):
                     row.update(evaluate(done))
@@ -231,6 +281,9 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
                     mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=done)
                 log_rows.append(row)
                 window_start = time.perf_counter()
+            if main and p.snapshot_every and done % p.snapshot_every == 0 and done < total_steps:
+                save_snapshot(paths.checkpoints / "snapshots", pipe, ema,  done,
+                              (train_time + time.perf_counter() - window_start) / 60)
             if done % p.checkpoint_every == 0 and done < total_steps:
                 if main:
                     state = {"step": done, "model": raw_unet.state_dict(), "optimizer": optimizer.state_dict(),

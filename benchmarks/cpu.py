@@ -1,0 +1,156 @@
+"""CPU suite: what the default pipeline costs on a laptop-class CPU, and where the time goes.
+
+    python benchmarks/cpu.py                       # every part, ~25 min on 2 cores
+    python benchmarks/cpu.py --only train,sampling
+
+Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date and command):
+- train:    the CPU profile's training step on its own (the train loop's step on random data, batch 64)
+            under each speed option, against the train stage's measured img/s (data/train/loss.csv):
+            the gap is the loop's overhead.
+- sampling: glyphs/s of the trained model (data/model) on the prompt grid for sampler settings, and
+            the evaluate stage's numbers for the faster settings (equal quality or not).
+- curve:    prompt adherence of the snapshots the train stage kept (data/train/checkpoints/snapshots,
+            params train.snapshot_every) against training minutes.
+- stages:   render and embed wall times on the full dataset (benchmarks/stage_times.py).
+Needs the default pipeline's outputs (dvc repro) for sampling and curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, write_result  # noqa: E402
+from gpu import train_ours  # noqa: E402
+
+from glyffuser.params import load_params, with_overrides  # noqa: E402
+
+DATA = ROOT / "data"
+
+
+def part_train(params) -> dict:
+    p = params.train
+    cpu = torch.device("cpu")
+    variants = {
+        "train stage step (fp32, NCHW, eager)": dict(compile_mode=None, channels_last=False, fused=False, bf16=False),
+        "channels_last": dict(compile_mode=None, channels_last=True, fused=False, bf16=False),
+        "fused AdamW": dict(compile_mode=None, channels_last=False, fused=True, bf16=False),
+        "bf16 autocast": dict(compile_mode=None, channels_last=False, fused=False, bf16=True),
+        "torch.compile (inductor)": dict(compile_mode="inductor", channels_last=False, fused=False, bf16=False),
+    }
+    rows = {}
+    for name, options in variants.items():
+        rows[name] = train_ours(p, cpu, p.batch_size, warmup=3, steps=20, **options)
+        print(f"{name}: {rows[name]['img_per_s']} img/s (first step {rows[name]['first_step_s']} s)", flush=True)
+    out = {"batch": p.batch_size, "variants": rows}
+    curve = DATA / "train" / "loss.csv"
+    if curve.is_file():
+        with curve.open() as f:
+            speeds = [float(r["img_per_s"]) for r in csv.DictReader(f)][1:]  # the first window holds start-up
+        stage = statistics.median(speeds)
+        bare = rows["train stage step (fp32, NCHW, eager)"]["img_per_s"]
+        out["train_stage_img_per_s_median"] = round(stage, 1)
+        out["overhead_vs_bare_step"] = round(1 - stage / bare, 3)
+        print(f"train stage {stage:.1f} img/s vs bare step {bare} img/s: overhead {1 - stage / bare:.1%}", flush=True)
+    return out
+
+
+def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool) -> float:
+    s = params.sample
+    unet = pipe.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    pipe.unet = unet
+    pipe(s.prompts[:1], num_images=2, steps=2, guidance=s.guidance, scheduler=s.scheduler, bf16=bf16)  # warm-up
+    start = time.perf_counter()
+    images = pipe(s.prompts, num_images=s.seeds, steps=steps, guidance=s.guidance, scheduler=s.scheduler, bf16=bf16)
+    return len(images) / (time.perf_counter() - start)
+
+
+def _evaluate(params, out: Path) -> dict:
+    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+
+    paths = EvaluatePaths(DATA / "model", DATA / "classifier", DATA / "render" / "definitions.parquet",
+                          DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet", out)
+    m = run_evaluate(params, paths, track=False)
+    keep = ("adherence_grid", "adherence_grid_se", "adherence_heldout", "adherence_heldout_se", "control_empty_prompt",
+            "control_shuffled", "kid", "kid_real_floor", "fid", "novelty", "sampling_minutes")
+    return {k: round(m[k], 4) for k in keep}
+
+
+def part_sampling(params) -> dict:
+    from glyffuser.pipeline import GlyffuserPipeline
+
+    pipe = GlyffuserPipeline.from_pretrained(DATA / "model", device="cpu")
+    s = params.sample
+    settings = [(20, False, False), (20, True, False), (20, False, True), (10, False, False), (8, False, False),
+                (10, True, False)]
+    rows = []
+    for steps, bf16, channels_last in settings:
+        rate = _grid_speed(pipe, params, steps, bf16, channels_last)
+        rows.append({"steps": steps, "bf16": bf16, "channels_last": channels_last, "glyphs_per_s": round(rate, 2),
+                     "glyphs": len(s.prompts) * s.seeds, "sampler": s.scheduler, "guidance": s.guidance})
+        print(rows[-1], flush=True)
+    pipe.unet = pipe.unet.to(memory_format=torch.contiguous_format)
+    quality = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for steps in (20, 10, 8):
+            quality[f"{steps}_steps"] = _evaluate(with_overrides(params, {"sample.steps": steps}), Path(tmp) / str(steps))
+            print(steps, "steps:", quality[f"{steps}_steps"], flush=True)
+    return {"grid_speed": rows, "evaluate": quality}
+
+
+def part_curve(params) -> dict:
+    import json
+
+    folder = DATA / "train" / "checkpoints" / "snapshots"
+    models = sorted(folder.glob("step-*")) + [DATA / "model"]
+    metrics = json.loads((DATA / "train" / "metrics.json").read_text())
+    small = with_overrides(params, {"evaluate.heldout_characters": 100, "evaluate.samples_per_character": 1})
+    rows = []
+    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            info = json.loads((model / "glyffuser.json").read_text())
+            paths = EvaluatePaths(model, DATA / "classifier", DATA / "render" / "definitions.parquet",
+                                  DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet",
+                                  Path(tmp) / model.name)
+            m = run_evaluate(small, paths, track=False)
+            rows.append({"step": info.get("step", metrics["steps"]),
+                         "train_minutes": info.get("train_minutes", metrics["wall_time_min"]),
+                         "adherence_grid": round(m["adherence_grid"], 4), "adherence_grid_se": round(m["adherence_grid_se"], 4),
+                         "adherence_heldout": round(m["adherence_heldout"], 4),
+                         "adherence_heldout_se": round(m["adherence_heldout_se"], 4), "kid": round(m["kid"], 4)})
+            print(rows[-1], flush=True)
+    first = next((r for r in rows if r["adherence_grid"] >= 0.25), None)
+    return {"evaluate": "heldout 100 characters x 1 sample, the sample stage's prompt grid", "points": rows,
+            "first_minutes_with_grid_adherence_25pct": first["train_minutes"] if first else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="train,sampling,curve,stages", help="comma-separated parts")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    for part in args.only.split(","):
+        if part == "stages":
+            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stage_times.py"), "--params", str(args.params)],
+                           check=True)
+            continue
+        func = {"train": part_train, "sampling": part_sampling, "curve": part_curve}.get(part)
+        if func is None:
+            parser.error(f"unknown part {part!r}")
+        write_result(f"cpu_{part}", func(params))
+
+
+if __name__ == "__main__":
+    main()

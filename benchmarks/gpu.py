@@ -1,0 +1,300 @@
+"""GPU suite: training and sampling throughput of the GPU profile, ours against a glyffuser-style loop.
+
+    python benchmarks/gpu.py            # on one CUDA GPU: about 5-8 minutes on an H100/H200
+    python benchmarks/gpu.py --smoke    # the same suite at tiny size on CPU (tests/test_benchmarks.py)
+
+Training, same UNet (profiles/gpu.yaml: 128 px, 129 M parameters with 384-d text), same device:
+- glyffuser-style step: fp16 autocast + GradScaler, batch 16, eager, plain AdamW, and the text
+  encoder (MiniLM-L6's BERT shape, random weights: its cost, not its answers, matters here) run on
+  every batch's token ids;
+- our step, as src/glyffuser/train.py runs it: stored text embeddings, bf16 autocast, batch 128,
+  channels_last, fused AdamW, min-SNR loss, gradient clipping, EMA — eager, then torch.compile'd.
+FLOPs per training image come from torch.utils.flop_counter on one forward+backward; achieved
+TFLOP/s and the share of the device's dense bf16 peak follow from the measured img/s.
+
+Sampling, 20-step DPM-Solver++ with guidance 5, same UNet: a plain loop (fp32, eager, conditional
+and unconditional as two forwards) against glyffuser's `sample()` (bf16 autocast on CUDA, both
+halves in one batched forward). Weights are random: throughput does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, bf16_peak, write_result  # noqa: E402
+
+from glyffuser.diffusion import diffusion_loss, sampler, training_scheduler  # noqa: E402
+from glyffuser.model import build_unet, count_parameters, denoise  # noqa: E402
+from glyffuser.params import load_params  # noqa: E402
+from glyffuser.pipeline import sample  # noqa: E402
+from glyffuser.train import Speedups, build_optimizer  # noqa: E402
+
+TEXT_DIM = 384
+MINILM = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+              max_position_embeddings=512, type_vocab_size=2)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def minilm_shaped_encoder(device: torch.device) -> tuple[torch.nn.Module, str]:
+    """A BERT with all-MiniLM-L6-v2's shape; transformers' BertModel if importable, else torch's own layers."""
+    try:
+        from transformers import BertConfig, BertModel
+
+        model = BertModel(BertConfig(**MINILM), add_pooling_layer=False)
+        kind = "transformers BertModel (MiniLM-L6 shape)"
+
+        def encode(ids, mask):
+            return model(input_ids=ids, attention_mask=mask).last_hidden_state
+    except ImportError:
+        emb = torch.nn.Embedding(MINILM["vocab_size"], 384)
+        layer = torch.nn.TransformerEncoderLayer(384, 12, 1536, batch_first=True, activation="gelu")
+        stack = torch.nn.TransformerEncoder(layer, 6)
+        model = torch.nn.ModuleDict({"emb": emb, "stack": stack})
+        kind = "torch TransformerEncoder (MiniLM-L6 shape)"
+
+        def encode(ids, mask):
+            return stack(emb(ids), src_key_padding_mask=~mask.bool())
+    model.to(device).eval()
+    model.encode = encode
+    return model, kind
+
+
+def token_batch(batch: int, gen: torch.Generator, device: torch.device):
+    """Token ids (B, L) and mask for prompts of 4..20 tokens (definitions average 10.5), padded to the longest."""
+    lengths = torch.randint(4, 21, (batch,), generator=gen)
+    length = int(lengths.max())
+    ids = torch.randint(1000, MINILM["vocab_size"], (batch, length), generator=gen)
+    mask = torch.arange(length)[None] < lengths[:, None]
+    return ids.to(device), mask.to(device)
+
+
+def text_batch(batch: int, gen: torch.Generator, device: torch.device, length: int | None = None):
+    """Stored-embedding stand-in: (B, L, 384) and mask; `length` fixes L (what the compiled loop feeds)."""
+    lengths = torch.randint(4, 21, (batch,), generator=gen)
+    length = length or int(lengths.max())
+    text = torch.randn(batch, length, TEXT_DIM, generator=gen).half()
+    mask = torch.arange(length)[None] < lengths[:, None]
+    return text.to(device), mask.to(device)
+
+
+def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
+    """(seconds of the first warm-up step, e.g. compile; seconds per timed step)."""
+    sync(device)
+    t0 = time.perf_counter()
+    step()
+    sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return first, (time.perf_counter() - t0) / steps
+
+
+def train_glyffuser_style(p, device, batch, warmup, steps, smoke) -> dict:
+    torch.manual_seed(0)
+    unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
+                      p.attention_head_dim, p.pooled_text).to(device)
+    encoder, kind = minilm_shaped_encoder(device)
+    sched = training_scheduler(p.schedule, "epsilon", False)
+    sched.alphas_cumprod = sched.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type)
+    gen = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(batch, 1, p.resolution, p.resolution, generator=gen) * 2 - 1).to(device)
+
+    def step():
+        ids, mask = token_batch(batch, gen, device)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16):
+            text = encoder.encode(ids, mask)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        with torch.autocast(device.type, dtype=torch.float16):
+            pred = denoise(unet, sched.add_noise(x0, noise, t), t, text, mask)
+            loss = F.mse_loss(pred.float(), noise)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    first, per_step = time_steps(step, warmup, steps, device)
+    return {"recipe": "fp16 autocast + GradScaler, eager, plain AdamW, text encoder per batch", "encoder": kind,
+            "batch": batch, "img_per_s": round(batch / per_step, 1), "first_step_s": round(first, 2)}
+
+
+def build_ours(p, device, compile_mode: str | None, speed: Speedups):
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(0)
+    unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
+                      p.attention_head_dim, p.pooled_text).to(device)
+    if speed.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    opt = build_optimizer(unet, p, speed)
+    ema = EMAModel(unet.parameters(), decay=p.ema_decay, use_ema_warmup=True, power=2 / 3)
+    ema.to(device)
+    model = torch.compile(unet, backend=compile_mode) if compile_mode else unet
+    return unet, model, opt, ema
+
+
+def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channels_last: bool = True,
+               fused: bool | None = None, bf16: bool = True, count_flops: bool = False) -> dict:
+    """The train loop's step (src/glyffuser/train.py) on random data, with the speed options given."""
+    speed = Speedups(compile=compile_mode is not None, channels_last=channels_last,
+                     fused_optimizer=device.type == "cuda" if fused is None else fused)
+    unet, model, opt, ema = build_ours(p, device, compile_mode, speed)
+    sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
+    gen = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(batch, 1, p.resolution, p.resolution, generator=gen) * 2 - 1).to(device)
+    if channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    length = 64 if compile_mode else None  # the train loop pads to max_length when compiling
+    dtype = torch.bfloat16
+
+    def step():
+        text, mask = text_batch(batch, gen, device, length)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        with torch.autocast(device.type, dtype=dtype, enabled=bf16):
+            pred = denoise(model, sched.add_noise(x0, noise, t), t, text.float(), mask)
+        loss = diffusion_loss(pred, x0, noise, t, sched, p.min_snr_gamma)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), p.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.step(unet.parameters())
+        loss.item()  # the loop logs the loss every step
+
+    first, per_step = time_steps(step, warmup, steps, device)
+    out = {"recipe": f"{'bf16 autocast' if bf16 else 'fp32'}, {'channels_last' if channels_last else 'NCHW'}, "
+                     f"{'fused ' if speed.fused_optimizer else ''}AdamW, stored embeddings, min-SNR loss, grad clip, "
+                     f"EMA, {'torch.compile (' + compile_mode + ')' if compile_mode else 'eager'}",
+           "batch": batch, "img_per_s": round(batch / per_step, 1), "first_step_s": round(first, 2)}
+    if count_flops:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        text, mask = text_batch(batch, gen, device)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            with torch.autocast(device.type, dtype=dtype, enabled=bf16):
+                pred = denoise(unet, x0, torch.randint(0, 1000, (batch,), device=device), text.float(), mask)
+            pred.float().square().mean().backward()
+        opt.zero_grad(set_to_none=True)
+        out["flop_per_image"] = counter.get_total_flops() / batch
+    return out
+
+
+@torch.inference_mode()
+def plain_sampling_loop(unet, config: dict, text, mask, empty_text, empty_mask, seeds, steps, guidance) -> torch.Tensor:
+    """The textbook loop: fp32, eager, conditional and unconditional as two forwards per step."""
+    device = unet.device
+    sched = sampler("dpmsolver++", config)
+    sched.set_timesteps(steps, device=device)
+    res = unet.config.sample_size
+    x = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
+    for t in sched.timesteps:
+        tt = t.expand(len(seeds))
+        cond = denoise(unet, x, tt, text, mask)
+        uncond = denoise(unet, x, tt, empty_text, empty_mask)
+        x = sched.step(uncond + guidance * (cond - uncond), t, x).prev_sample
+    return x
+
+
+def sampling(p, device, glyphs: int, batch: int, steps: int, guidance: float = 5.0) -> dict:
+    torch.manual_seed(0)
+    unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
+                      p.attention_head_dim, p.pooled_text).to(device).eval()
+    config = dict(training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr).config)
+    gen = torch.Generator().manual_seed(0)
+    text, mask = text_batch(glyphs, gen, device)
+    empty, _ = text_batch(1, gen, device, length=2)
+    empty = empty[0, :2].cpu()
+    results = {}
+    for name in ("plain_loop", "glyffuser_sample"):
+        sync(device)
+        t0 = time.perf_counter()
+        for s in range(0, glyphs, batch):
+            sl = slice(s, s + batch)
+            seeds = list(range(s, min(s + batch, glyphs)))
+            if name == "plain_loop":
+                n = len(seeds)
+                plain_sampling_loop(unet, config, text[sl].float(), mask[sl], empty[None].expand(n, -1, -1).float().to(device),
+                                    torch.ones(n, 2, dtype=torch.bool, device=device), seeds, steps, guidance)
+            else:
+                sample(unet, config, text[sl].cpu(), mask[sl].cpu(), empty, seeds, steps, guidance, "dpmsolver++")
+        sync(device)
+        seconds = time.perf_counter() - t0
+        results[name] = {"glyphs": glyphs, "batch": batch, "seconds": round(seconds, 2),
+                         "glyphs_per_s": round(glyphs / seconds, 2)}
+    results["plain_loop"]["recipe"] = "fp32, eager, conditional and unconditional as two forwards"
+    results["glyffuser_sample"]["recipe"] = "glyffuser.pipeline.sample: bf16 autocast on CUDA, one batched forward"
+    results["speedup"] = round(results["glyffuser_sample"]["glyphs_per_s"] / results["plain_loop"]["glyphs_per_s"], 2)
+    results["steps"], results["guidance"], results["sampler"] = steps, guidance, "dpmsolver++"
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU: checks the suite runs")
+    parser.add_argument("--params", type=Path, help="profile (default: profiles/gpu.yaml; smoke: profiles/smoke.yaml)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
+    if device.type == "cpu" and not args.smoke:
+        parser.error("no CUDA device: run with --smoke to check the suite on CPU")
+    p = load_params(args.params or ROOT / "profiles" / ("smoke.yaml" if args.smoke else "gpu.yaml")).train
+    if args.smoke:
+        sizes = dict(g_batch=2, o_batch=4, warmup=1, steps=2, compile_backend="eager", glyphs=4, s_batch=2, s_steps=3)
+    else:
+        torch.backends.cudnn.benchmark = True
+        sizes = dict(g_batch=16, o_batch=p.batch_size, warmup=10, steps=30, compile_backend="inductor", glyphs=256,
+                     s_batch=128, s_steps=20)
+    name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
+    unet_params = count_parameters(build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block,
+                                              p.attention_levels, p.attention_head_dim, p.pooled_text))
+    print(f"{name}: UNet {unet_params / 1e6:.1f} M parameters at {p.resolution} px", flush=True)
+
+    train = {"glyffuser_style": train_glyffuser_style(p, device, sizes["g_batch"], sizes["warmup"], sizes["steps"] * 2,
+                                                      args.smoke)}
+    print("glyffuser-style:", train["glyffuser_style"], flush=True)
+    train["ours_eager"] = train_ours(p, device, sizes["o_batch"], sizes["warmup"], sizes["steps"], None, count_flops=True)
+    print("ours, eager:", train["ours_eager"], flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    train["ours_compiled"] = train_ours(p, device, sizes["o_batch"], sizes["warmup"], sizes["steps"],
+                                        sizes["compile_backend"])
+    print("ours, compiled:", train["ours_compiled"], flush=True)
+    flop = train["ours_eager"]["flop_per_image"]
+    peak = bf16_peak(name)
+    for row in train.values():
+        row["achieved_tflops"] = round(row["img_per_s"] * flop / 1e12, 4)
+        row["share_of_bf16_peak"] = round(row["achieved_tflops"] / peak, 3) if peak else None
+    train["speedup_vs_glyffuser_style"] = round(train["ours_compiled"]["img_per_s"] / train["glyffuser_style"]["img_per_s"], 2)
+    train["speedup_eager_vs_glyffuser_style"] = round(train["ours_eager"]["img_per_s"] / train["glyffuser_style"]["img_per_s"], 2)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    samp = sampling(p, device, sizes["glyphs"], sizes["s_batch"], sizes["s_steps"])
+    print("sampling:", samp, flush=True)
+    results = {"smoke": args.smoke, "gpu": name, "bf16_peak_tflops": peak, "unet_parameters": unet_params,
+               "resolution": p.resolution, "tflop_per_training_image": round(flop / 1e12, 4), "train": train,
+               "sampling": samp}
+    write_result("gpu-smoke" if args.smoke else "gpu", results, args.out)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""A Kangxi-radical classifier: the judge of the evaluate stage.
+
+It learns which of the 214 radicals (kRSUnicode) a real glyph is filed under, at the diffusion
+model's training resolution, and is later asked the same of generated glyphs. Augmentation (shift,
+scale, blur, stroke weight, paper tone, noise) keeps it from reading only the font's exact pixels, so
+it also reads samples that are slightly off. Its penultimate layer is the feature space of KID/FID
+(Inception weights cannot be downloaded here, and glyphs are far from ImageNet anyway).
+Plain torch: the PyPI torchvision build does not import beside the local torch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from glyffuser.atomic import atomic_outputs
+from glyffuser.errors import GlyffuserError
+from glyffuser.images import pngs_to_tensor
+from glyffuser.params import Params
+from glyffuser.tables import read_table
+
+NUM_RADICALS = 214
+WEIGHTS, REPORT = "classifier.pt", "report.json"
+
+
+@dataclass
+class LabelledGlyphs:
+    """Glyphs of one split at one resolution: images (N,1,R,R) in [-1,1], radicals 1..214."""
+
+    images: torch.Tensor
+    radicals: np.ndarray
+    codepoints: np.ndarray
+    definitions: list[str]
+
+
+def load_glyph_splits(definitions_path: Path, glyphs_path: Path, resolution: int) -> dict[str, LabelledGlyphs]:
+    defs, _ = read_table(definitions_path)
+    glyphs, _ = read_table(glyphs_path)
+    codepoints = defs.column("codepoint").to_numpy()
+    if glyphs.column("codepoint").to_pylist() != codepoints.tolist():
+        raise GlyffuserError(f"{glyphs_path} and {definitions_path} list different characters: re-run the render stage")
+    images = pngs_to_tensor(glyphs.column("png").to_pylist(), resolution)
+    splits = np.array(defs.column("split").to_pylist())
+    radicals = defs.column("radical").to_numpy().astype(np.int64)
+    texts = defs.column("definition").to_pylist()
+    out = {}
+    for name in ("train", "validation", "test"):
+        idx = np.nonzero(splits == name)[0]
+        out[name] = LabelledGlyphs(images[idx], radicals[idx], codepoints[idx], [texts[i] for i in idx])
+    return out
+
+
+class RadicalNet(nn.Module):
+    """Three conv stages (R -> R/8) and a 256-d feature layer; logits over the 214 radicals."""
+
+    def __init__(self, resolution: int, width: int = 32, feature_dim: int = 256):
+        super().__init__()
+
+        def stage(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                                 nn.MaxPool2d(2))
+
+        self.resolution = resolution
+        self.conv = nn.Sequential(stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width))
+        # Flatten, not global pooling: where a component sits (left, top, around) tells which radical it is.
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (resolution // 8) ** 2, feature_dim),
+                                   nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, NUM_RADICALS))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,R,R) -> (B,256)
+        return self.embed(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,R,R) -> (B,214)
+        return self.head(self.features(x))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random shift (±2/32 of the side), scale 0.9-1.1, stroke weight, blur, paper tone and noise."""
+    b, _, r, _ = x.shape
+    u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    scale = 0.9 + 0.2 * u(b)
+    shift = (u(b, 2) - 0.5) * (8 / r)  # normalised coordinates span 2, so ±2 px at 32 px
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x + 1, grid, padding_mode="zeros", align_corners=False) - 1  # outside = paper (+1)
+    # Stroke weight: blend towards dilated (ink is -1, so min-pooling thickens) or eroded strokes.
+    thick = -F.max_pool2d(-x, 3, 1, 1)
+    thin = F.max_pool2d(x, 3, 1, 1)
+    w = (u(b, 1, 1, 1) - 0.5) * 0.8  # -0.4..0.4
+    x = torch.where(w > 0, torch.lerp(x, thick, w.clamp(min=0)), torch.lerp(x, thin, (-w).clamp(min=0)))
+    # Blur: blend with a 3x3 binomial blur.
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    x = torch.lerp(x, blurred, u(b, 1, 1, 1))
+    # Paper tone (grey backgrounds, faint ink) and pixel noise, as generated images may have.
+    paper = 1 - 0.3 * u(b, 1, 1, 1)
+    ink = -1 + 0.3 * u(b, 1, 1, 1)
+    x = ink + (x + 1) / 2 * (paper - ink)
+    x = x + 0.08 * u(b, 1, 1, 1) * torch.randn(x.shape, generator=gen)
+    return x.clamp(-1, 1)
+
+
+def train_classifier(train: LabelledGlyphs, epochs: int, batch_size: int, lr: float, width: int, seed: int,
+                     shuffle_labels: bool = False, progress: bool = False) -> RadicalNet:
+    """AdamW + one-cycle LR on augmented batches. `shuffle_labels` trains on permuted labels (a control)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.from_numpy(train.radicals - 1)
+    if shuffle_labels:
+        labels = labels[torch.randperm(len(labels), generator=gen)]
+    net = RadicalNet(train.images.shape[-1], width)
+    steps_per_epoch = max(1, len(labels) // batch_size)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
+    net.train()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(labels), generator=gen)
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size:(i + 1) * batch_size]
+            loss = F.cross_entropy(net(augment(train.images[idx], gen)), labels[idx], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if progress:
+            print(f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)",
+                  flush=True)
+    return net.eval()
+
+
+@torch.inference_mode()
+def predict(net: RadicalNet, images: torch.Tensor, batch_size: int = 512) -> tuple[np.ndarray, torch.Tensor]:
+    """Predicted radicals (1..214) and the 256-d features of (N,1,R,R) images in [-1,1]."""
+    if images.shape[-1] != net.resolution:
+        images = F.interpolate(images, size=net.resolution, mode="area")
+    radicals, feats = [], []
+    for chunk in images.split(batch_size):
+        f = net.features(chunk.float())
+        feats.append(f)
+        radicals.append(net.head(f).argmax(dim=1) + 1)
+    return torch.cat(radicals).numpy(), torch.cat(feats)
+
+
+def save_classifier(net: RadicalNet, folder: Path, report: dict) -> None:
+    # File by file, not the folder: DVC keeps its .gitignore beside them.
+    with atomic_outputs(folder / WEIGHTS, folder / REPORT) as (weights, report_path):
+        torch.save({"state_dict": net.state_dict(), "resolution": net.resolution,
+                    "width": net.conv[0][0].out_channels}, weights)
+        report_path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def load_classifier(folder: Path) -> tuple[RadicalNet, dict]:
+    try:
+        state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
+        report = json.loads((folder / REPORT).read_text())
+    except FileNotFoundError:
+        raise GlyffuserError(f"no radical classifier in {folder}: run the classifier stage (dvc repro classifier)") from None
+    except (RuntimeError, json.JSONDecodeError) as err:
+        raise GlyffuserError(f"cannot read the radical classifier in {folder}: {str(err).splitlines()[0]}") from None
+    net = RadicalNet(state["resolution"], state["width"])
+    net.load_state_dict(state["state_dict"])
+    return net.eval(), report
+
+
+def accuracy(net: RadicalNet, glyphs: LabelledGlyphs) -> float:
+    predicted, _ = predict(net, glyphs.images)
+    return float((predicted == glyphs.radicals).mean())
+
+
+def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -> dict:
+    """Stage `classifier`: train on the train split at the training resolution; the test split is its ceiling."""
+    c = params.classifier
+    splits = load_glyph_splits(definitions, glyphs, params.train.resolution)
+    start = time.perf_counter()
+    net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width, params.base.seed, progress=True)
+    minutes = (time.perf_counter() - start) / 60
+    report = {
+        "test_accuracy": accuracy(net, splits["test"]),
+        "validation_accuracy": accuracy(net, splits["validation"]),
+        "train_accuracy": accuracy(net, LabelledGlyphs(splits["train"].images[:4096], splits["train"].radicals[:4096],
+                                                       splits["train"].codepoints[:4096], [])),
+        "chance": majority_share(splits["train"].radicals, splits["test"].radicals),
+        "resolution": params.train.resolution,
+        "train_images": len(splits["train"].radicals),
+        "train_minutes": round(minutes, 2),
+    }
+    save_classifier(net, out, report)
+    return report
+
+
+def majority_share(train_radicals: np.ndarray, test_radicals: np.ndarray) -> float:
+    """Chance level: accuracy of always answering the radical most common in the training split."""
+    most_common = np.bincount(train_radicals, minlength=NUM_RADICALS + 1).argmax()
+    return float((test_radicals == most_common).mean())

@@ -1,0 +1,223 @@
+"""Stage `evaluate`: how good and how prompt-faithful a trained model's glyphs are.
+
+Samples are drawn with the sample stage's sampler settings and judged by the radical classifier:
+- heldout: K samples from each of N test-split definitions (never trained on), scored against the
+  radical of the character the definition belongs to;
+- grid: the sample stage's prompt grid, scored against `evaluate.prompt_radicals`;
+- controls: the empty prompt, and the held-out definitions shuffled across characters, both scored
+  against the same targets. If either sits far above chance the metric measures something else.
+Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), novelty
+(nearest training glyph against a copy threshold calibrated on real near-copies) and a text-only
+ceiling (linear probe from the pooled text embedding to the radical).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image, ImageDraw
+
+from glyffuser.atomic import atomic_outputs
+from glyffuser.classifier import LabelledGlyphs, load_classifier, load_glyph_splits, majority_share, predict
+from glyffuser.embed import load_embeddings
+from glyffuser.errors import GlyffuserError
+from glyffuser.glyphs import to_png
+from glyffuser.images import labelled_grid, tensor_to_images
+from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest
+from glyffuser.model import pool_text
+from glyffuser.params import Params
+from glyffuser.pipeline import GlyffuserPipeline, sample
+from glyffuser.tables import write_table
+from glyffuser.tracking import log_to_model_run
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    model: Path
+    classifier: Path
+    definitions: Path
+    glyphs: Path
+    embeddings: Path
+    out: Path  # folder: metrics.json, samples.parquet, novelty.png, grid.png
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.json"
+
+
+def _draw(pipe: GlyffuserPipeline, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, seeds: list[int],
+          params: Params, guidance: float | None = None, batch: int = 64) -> torch.Tensor:
+    s = params.sample
+    g = s.guidance if guidance is None else guidance
+    out = [sample(pipe.unet, pipe.scheduler_config, text[i:i + batch], mask[i:i + batch], empty, seeds[i:i + batch],
+                  s.steps, g, s.scheduler) for i in range(0, len(seeds), batch)]
+    return torch.cat(out)  # (N,1,R,R) in [-1,1]
+
+
+def framed_grid(images: list[Image.Image], columns: int, labels: list[str], hits: list[bool]) -> Image.Image:
+    """The prompt grid with a green frame where the classifier found the intended radical, red where not."""
+    cell, pad, lw = 64, 2, 150
+    grid = labelled_grid(images, columns, labels, cell=cell, label_width=lw).convert("RGB")
+    draw = ImageDraw.Draw(grid)
+    for i, hit in enumerate(hits):
+        r, c = divmod(i, columns)
+        x, y = lw + pad + c * (cell + pad), pad + r * (cell + pad)
+        draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(0, 160, 0) if hit else (210, 0, 0), width=2)
+    return grid
+
+
+def novelty_plot(copies: np.ndarray, real: np.ndarray, generated: np.ndarray, threshold: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    bins = np.linspace(0, max(copies.max(), real.max(), generated.max()) * 1.05, 60)
+    ax.hist(copies, bins, alpha=0.55, density=True, label="near-copies of training glyphs (shift, blur, tone)")
+    ax.hist(real, bins, alpha=0.55, density=True, label="real test glyphs (distinct characters)")
+    ax.hist(generated, bins, alpha=0.55, density=True, label="generated samples")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"copy threshold {threshold:.3f}")
+    ax.set_xlabel("distance to the nearest training glyph (RMS, 0..1 ink scale, ±1 px shift allowed)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> dict:
+    e, s = params.evaluate, params.sample
+    start = time.perf_counter()
+    pipe = GlyffuserPipeline.from_pretrained(paths.model, device="cpu" if not torch.cuda.is_available() else None)
+    net, classifier_report = load_classifier(paths.classifier)
+    resolution = pipe.unet.config.sample_size
+    splits = load_glyph_splits(paths.definitions, paths.glyphs, resolution)
+    train, test = splits["train"], splits["test"]
+    emb = load_embeddings(paths.embeddings)
+    if emb.meta.get("encoder_sha256", pipe.info["encoder_sha256"]) != pipe.info["encoder_sha256"]:
+        raise GlyffuserError(f"{paths.embeddings} comes from another text encoder than the model in {paths.model}")
+    row_of = {int(cp): i for i, cp in enumerate(emb.codepoints)}
+    rng = np.random.default_rng(params.base.seed)
+
+    # Held-out definitions: N test characters, K samples each; the controls reuse the same targets.
+    n = min(e.heldout_characters, len(test.radicals))
+    if n < 2:
+        raise GlyffuserError("the test split has fewer than 2 characters: widen render.ranges or raise render.split.test")
+    pick = np.sort(rng.choice(len(test.radicals), n, replace=False))
+    rows = np.array([row_of[int(cp)] for cp in test.codepoints[pick]])
+    targets = test.radicals[pick]
+    k = e.samples_per_character
+    rep = np.repeat(np.arange(n), k)
+    text, mask = emb.hidden[rows], emb.mask[rows]
+    print(f"evaluate: {n * k} held-out samples, {n} empty-prompt, {n} shuffled, {len(s.prompts) * s.seeds} grid", flush=True)
+    heldout = _draw(pipe, text[rep], mask[rep], emb.empty_hidden, list(range(n * k)), params)
+    empty = _draw(pipe, text, mask, emb.empty_hidden, list(range(10_000, 10_000 + n)), params, guidance=0.0)
+    order = rng.permutation(n)  # a random cycle: every character gets another one's definition
+    shuffle = np.empty(n, dtype=np.int64)
+    shuffle[order] = np.roll(order, -1)
+    shuffled = _draw(pipe, text[shuffle], mask[shuffle], emb.empty_hidden, list(range(20_000, 20_000 + n)), params)
+    grid_images = pipe(s.prompts, num_images=s.seeds, steps=s.steps, guidance=s.guidance, scheduler=s.scheduler,
+                       seed=0)
+    grid = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1)[None] for im in grid_images])
+    grid_targets = np.repeat([e.prompt_radicals[p] for p in s.prompts], s.seeds)
+    sampling_minutes = (time.perf_counter() - start) / 60
+
+    # Judge every sample with the classifier.
+    pred_heldout, feat_heldout = predict(net, heldout)
+    pred_empty, _ = predict(net, empty)
+    pred_shuffled, _ = predict(net, shuffled)
+    pred_grid, _ = predict(net, grid)
+    chance = majority_share(train.radicals, targets)
+    held, held_se = adherence(pred_heldout, targets[rep], cluster=rep)
+    grid_adh, grid_se = adherence(pred_grid, grid_targets, cluster=np.repeat(np.arange(len(s.prompts)), s.seeds))
+    empty_adh, empty_se = adherence(pred_empty, targets)
+    shuf_adh, shuf_se = adherence(pred_shuffled, targets)
+    train_share = np.bincount(train.radicals, minlength=215) / len(train.radicals)
+    per_prompt = {p: float((pred_grid[i * s.seeds:(i + 1) * s.seeds] == e.prompt_radicals[p]).mean())
+                  for i, p in enumerate(s.prompts)}
+
+    # Text-only ceiling: pooled text embedding -> radical, linear.
+    train_rows = np.array([row_of[int(cp)] for cp in train.codepoints])
+    test_rows = np.array([row_of[int(cp)] for cp in test.codepoints])
+    pooled = pool_text(emb.hidden.float(), emb.mask)
+    probe = linear_probe(pooled[train_rows], train.radicals, pooled[test_rows], test.radicals, classes=215,
+                         seed=params.base.seed)
+
+    # Sample quality on classifier features; the floor is real train glyphs vs the same real test glyphs.
+    _, feat_test = predict(net, test.images)
+    real_pick = rng.choice(len(train.radicals), min(len(heldout), len(train.radicals)), replace=False)
+    _, feat_real = predict(net, train.images[real_pick])
+    subset = max(2, min(len(heldout), len(test.radicals)) // 2)
+    kid_gen, kid_gen_std = kid(feat_heldout, feat_test, subset, seed=params.base.seed)
+    kid_real, kid_real_std = kid(feat_real, feat_test, subset, seed=params.base.seed)
+
+    # Novelty: nearest training glyph, copy threshold from near-copies of real training glyphs.
+    gen = torch.Generator().manual_seed(params.base.seed)
+    probe_idx = torch.from_numpy(rng.choice(len(train.radicals), min(e.copy_calibration, len(train.radicals)), replace=False))
+    copy_d, copy_i = nearest(near_copies(train.images[probe_idx], gen), train.images)
+    real_d, _ = nearest(test.images, train.images)
+    conditional = torch.cat([heldout, grid])
+    gen_d, gen_i = nearest(conditional, train.images)
+    threshold = copy_threshold(copy_d, e.copy_quantile)
+    novelty = float((gen_d > threshold).mean())
+
+    metrics = {
+        "adherence_grid": grid_adh, "adherence_grid_se": grid_se,
+        "adherence_heldout": held, "adherence_heldout_se": held_se,
+        "chance": chance,
+        "grid_chance": float(train_share[grid_targets].mean()),
+        "control_empty_prompt": empty_adh, "control_empty_prompt_se": empty_se,
+        "control_shuffled": shuf_adh, "control_shuffled_se": shuf_se,
+        "text_probe_accuracy": probe,
+        "classifier_test_accuracy": classifier_report["test_accuracy"],
+        "kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
+        "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test),
+        "novelty": novelty, "copy_threshold": threshold,
+        "copy_calibration_recall": float((copy_i == probe_idx.numpy()).mean()),
+        "real_test_below_threshold": float((real_d <= threshold).mean()),
+        "heldout_characters": n, "samples_per_character": k, "kid_subset_size": subset,
+        "sampling_minutes": round(sampling_minutes, 2),
+        "minutes": round((time.perf_counter() - start) / 60, 2),
+    }
+    metrics["adherence_grid_per_prompt"] = per_prompt
+
+    # Outputs: metrics, every sample with its verdict (the umap stage projects them), two figures.
+    kinds = ["heldout"] * len(heldout) + ["empty"] * n + ["shuffled"] * n + ["grid"] * len(grid)
+    images = torch.cat([heldout, empty, shuffled, grid])
+    heldout_defs = [test.definitions[i] for i in pick]
+    prompts = ([heldout_defs[i] for i in rep] + [""] * n + [heldout_defs[i] for i in shuffle]
+               + list(np.repeat(s.prompts, s.seeds)))
+    all_targets = np.concatenate([targets[rep], targets, targets, grid_targets])
+    all_pred = np.concatenate([pred_heldout, pred_empty, pred_shuffled, pred_grid])
+    nearest_d = np.full(len(images), np.nan)
+    nearest_cp = np.full(len(images), -1)
+    cond_rows = np.r_[np.arange(len(heldout)), np.arange(len(images) - len(grid), len(images))]
+    nearest_d[cond_rows], nearest_cp[cond_rows] = gen_d, train.codepoints[gen_i]
+    table = pa.table({
+        "kind": kinds, "prompt": prompts,
+        "target_codepoint": np.concatenate([test.codepoints[pick][rep], test.codepoints[pick], test.codepoints[pick],
+                                            np.full(len(grid), -1)]).astype(np.int32),
+        "prompt_codepoint": np.concatenate([test.codepoints[pick][rep], np.full(n, -1), test.codepoints[pick][shuffle],
+                                            np.full(len(grid), -1)]).astype(np.int32),
+        "target_radical": all_targets.astype(np.int16), "predicted_radical": all_pred.astype(np.int16),
+        "nearest_distance": nearest_d, "nearest_codepoint": nearest_cp.astype(np.int32),
+        "png": [to_png(im) for im in tensor_to_images(images)],
+    })
+    names = ("samples.parquet", "novelty.png", "grid.png", "metrics.json")
+    with atomic_outputs(*(paths.out / n for n in names)) as (samples_tmp, novelty_tmp, grid_tmp, metrics_tmp):
+        write_table(table, samples_tmp, {"model": str(paths.model), "resolution": resolution})
+        novelty_plot(copy_d, real_d, gen_d, threshold, novelty_tmp)
+        labels = [f"{p} (radical {e.prompt_radicals[p]}): {per_prompt[p]:.0%}" for p in s.prompts]
+        framed_grid(grid_images, s.seeds, labels, list(pred_grid == grid_targets)).save(grid_tmp)
+        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    if track:
+        log_to_model_run(pipe.info, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                         [paths.out / "metrics.json", paths.out / "novelty.png", paths.out / "grid.png"], "evaluate")
+    return metrics

@@ -1,0 +1,123 @@
+"""The numbers of the evaluate stage, each small enough to check on a case with a known answer.
+
+- adherence: share of samples whose predicted radical is the intended one, with a standard error
+  that treats the samples of one prompt as one cluster (they are not independent);
+- KID/FID between two feature sets (KID: unbiased MMD² with a cubic polynomial kernel, averaged over
+  random subsets, Bińkowski et al. 2018; FID: Fréchet distance of fitted Gaussians);
+- nearest-neighbour distance up to a 1-pixel shift, and a copy threshold calibrated on real glyphs;
+- a linear probe from pooled text embeddings to the radical (what the text alone says).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+import torch.nn.functional as F
+
+
+def adherence(predicted: np.ndarray, target: np.ndarray, cluster: np.ndarray | None = None) -> tuple[float, float]:
+    """Share of predicted == target and its standard error over clusters (default: every sample its own)."""
+    hits = (np.asarray(predicted) == np.asarray(target)).astype(float)
+    if cluster is None:
+        cluster = np.arange(len(hits))
+    _, inverse = np.unique(cluster, return_inverse=True)
+    per_cluster = np.bincount(inverse, weights=hits) / np.bincount(inverse)
+    se = per_cluster.std(ddof=1) / np.sqrt(len(per_cluster)) if len(per_cluster) > 1 else float("nan")
+    return float(hits.mean()), float(se)
+
+
+def kid(x: torch.Tensor, y: torch.Tensor, subset_size: int, subsets: int = 100, seed: int = 0) -> tuple[float, float]:
+    """KID between feature sets x (m,d) and y (n,d): mean and std over random subsets of both."""
+    x, y = x.double(), y.double()
+    d = x.shape[1]
+    size = min(subset_size, len(x), len(y))
+    if size < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        a = x[torch.randperm(len(x), generator=gen)[:size]]
+        b = y[torch.randperm(len(y), generator=gen)[:size]]
+        kxx, kyy, kxy = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
+        off = 1 - torch.eye(size, dtype=torch.float64)  # unbiased: leave out k(x_i, x_i)
+        mmd = ((kxx * off).sum() + (kyy * off).sum()) / (size * (size - 1)) - 2 * kxy.mean()
+        values.append(float(mmd))
+    return float(np.mean(values)), float(np.std(values))
+
+
+def fid(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets x (m,d) and y (n,d)."""
+    a, b = x.double().numpy(), y.double().numpy()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covmean = covmean.real  # tiny imaginary parts are numerical noise
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(N,1,R,R) moved by (dy, dx) pixels, the uncovered border filled with paper (+1)."""
+    r = x.shape[-1]
+    padded = F.pad(x, (1, 1, 1, 1), value=1.0)
+    return padded[..., 1 - dy:1 - dy + r, 1 - dx:1 - dx + r]
+
+
+def nearest(queries: torch.Tensor, reference: torch.Tensor, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For each query (N,1,R,R), the closest reference image (M,1,R,R) allowing a shift of up to 1 pixel.
+
+    Distance: root-mean-square pixel difference on a 0..1 ink scale (0 identical, 1 inverted).
+    Returns (distances (N,), reference indices (N,)).
+    """
+    ref = reference.flatten(1).float()  # (M, P)
+    ref_sq = (ref ** 2).sum(1)
+    pixels = ref.shape[1]
+    best_d = torch.full((len(queries),), float("inf"))
+    best_i = torch.zeros(len(queries), dtype=torch.long)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            q = _shifted(queries.float(), dy, dx).flatten(1)
+            for s in range(0, len(q), chunk):
+                qc = q[s:s + chunk]
+                d2 = (qc ** 2).sum(1, keepdim=True) + ref_sq[None] - 2 * qc @ ref.T  # (n, M)
+                d, i = d2.min(dim=1)
+                better = d < best_d[s:s + chunk]
+                best_d[s:s + chunk] = torch.where(better, d, best_d[s:s + chunk])
+                best_i[s:s + chunk] = torch.where(better, i, best_i[s:s + chunk])
+    rms = best_d.clamp(min=0).div(pixels).sqrt() / 2  # model space spans 2
+    return rms.numpy(), best_i.numpy()
+
+
+def near_copies(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """What a generated copy of a glyph could look like: shifted ±1 px, slightly blurred, lighter or darker strokes."""
+    b, _, r, _ = images.shape
+    shifts = torch.randint(-1, 2, (b, 2), generator=gen)
+    x = torch.stack([_shifted(images[i:i + 1], int(dy), int(dx))[0] for i, (dy, dx) in enumerate(shifts)])
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k)
+    x = torch.lerp(x, blurred, 0.5 * torch.rand(b, 1, 1, 1, generator=gen))
+    return (x + 0.1 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)).clamp(-1, 1)
+
+
+def copy_threshold(copy_distances: np.ndarray, quantile: float) -> float:
+    """Distances below this count as copies: the `quantile` of near-copy distances (e.g. 0.99)."""
+    return float(np.quantile(copy_distances, quantile))
+
+
+def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
+                 classes: int, steps: int = 300, seed: int = 0) -> float:
+    """Test accuracy of multinomial logistic regression (standardised inputs, L2 0.001, full-batch Adam)."""
+    torch.manual_seed(seed)
+    mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
+    a, b = (train_x - mean) / std, (test_x - mean) / std
+    y = torch.from_numpy(np.asarray(train_y)).long()
+    layer = torch.nn.Linear(a.shape[1], classes)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.05)
+    for _ in range(steps):
+        loss = F.cross_entropy(layer(a), y) + 1e-3 * layer.weight.pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float((layer(b).argmax(1).numpy() == np.asarray(test_y)).mean())

@@ -1,0 +1,91 @@
+"""The evaluate stage's numbers on cases with a known answer."""
+
+import numpy as np
+import pytest
+import torch
+
+from glyffuser.classifier import augment, load_glyph_splits, majority_share, train_classifier, accuracy, LabelledGlyphs
+from glyffuser.figures import score_field
+from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest
+
+
+def test_kid_and_fid_are_zero_for_one_distribution_and_large_for_disjoint_sets():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 16, generator=gen), torch.randn(400, 16, generator=gen)
+    far = torch.randn(400, 16, generator=gen) + 3.0
+    same, _ = kid(a, b, subset_size=200)
+    apart, _ = kid(a, far, subset_size=200)
+    assert abs(same) < 0.05 and apart > 20 * max(abs(same), 0.01)
+    # Identical sets: the unbiased estimator leaves out k(x_i, x_i) within a set but not across, so ≈ -O(1/n).
+    assert kid(a, a, subset_size=400, subsets=3)[0] == pytest.approx(0.0, abs=0.05)
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Same covariance, means 3 apart in each of 16 dimensions: FID ≈ 16·9 = 144.
+    assert fid(a, a + 3.0) == pytest.approx(144.0, rel=1e-6)
+
+
+def test_adherence_standard_error_counts_each_prompt_once():
+    predicted = np.array([5, 5, 1, 1, 5, 1])
+    target = np.array([5, 5, 5, 5, 5, 5])
+    share, se = adherence(predicted, target, cluster=np.array([0, 0, 1, 1, 2, 2]))
+    assert share == pytest.approx(0.5)
+    per_prompt = np.array([1.0, 0.0, 0.5])
+    assert se == pytest.approx(per_prompt.std(ddof=1) / np.sqrt(3))
+
+
+@pytest.fixture(scope="module")
+def splits(rendered):
+    out, _ = rendered
+    return load_glyph_splits(out.definitions, out.glyphs, 32)
+
+
+def test_a_copied_glyph_is_flagged_and_distinct_glyphs_are_not(splits):
+    train = splits["train"]
+    gen = torch.Generator().manual_seed(0)
+    copies = near_copies(train.images[:50], gen)  # shifted ±1 px, blurred, toned
+    d_copy, index = nearest(copies, train.images)
+    assert (index == np.arange(50)).all()  # each copy finds its own original
+    threshold = copy_threshold(d_copy, 0.99)
+    others = torch.cat([splits["validation"].images, splits["test"].images])
+    d_other, _ = nearest(others, train.images)
+    assert (d_other > threshold).mean() > 0.95  # distinct characters are not copies
+    exact, i = nearest(train.images[7:8], train.images)
+    assert exact[0] == pytest.approx(0.0, abs=1e-3) and i[0] == 7
+
+
+def test_classifier_reads_radicals_and_a_shuffled_label_classifier_sits_at_chance(splits):
+    train = splits["train"]
+    held = LabelledGlyphs(torch.cat([splits["validation"].images, splits["test"].images]),
+                          np.concatenate([splits["validation"].radicals, splits["test"].radicals]), np.array([]), [])
+    chance = majority_share(train.radicals, held.radicals)
+    real = train_classifier(train, epochs=12, batch_size=32, lr=3e-3, width=8, seed=0)
+    shuffled = train_classifier(train, epochs=12, batch_size=32, lr=3e-3, width=8, seed=0, shuffle_labels=True)
+    assert accuracy(real, held) > 0.8 > chance
+    assert accuracy(shuffled, held) < chance + 0.15
+
+
+def test_augmentation_keeps_paper_light_and_ink_dark(splits):
+    x = splits["train"].images[:64]
+    y = augment(x, torch.Generator().manual_seed(1))
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert (y[..., 0, :].mean() > 0.2) and (y.mean(dim=(1, 2, 3)) < x.mean(dim=(1, 2, 3)) + 0.4).all()
+    assert not torch.equal(x, y)
+
+
+def test_text_probe_learns_real_labels_but_not_shuffled_ones():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (600,), generator=gen)
+    x = torch.randn(600, 8, generator=gen) + 2.5 * torch.nn.functional.one_hot(labels, 8).float()
+    y = labels.numpy()
+    assert linear_probe(x[:400], y[:400], x[400:], y[400:], classes=4) > 0.9
+    shuffled = np.random.default_rng(0).permutation(y[:400])
+    assert linear_probe(x[:400], shuffled, x[400:], y[400:], classes=4) < 0.45
+
+
+def test_score_field_points_at_the_data():
+    one = torch.zeros(1, 2)
+    grid = torch.tensor([[1.0, 0.0], [0.0, -2.0]])
+    # One point at the origin, no noise: σ²∇log p is the step back to it.
+    assert torch.allclose(score_field(one, grid, abar=1.0, bandwidth=0.1), -grid)
+    two = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    mid = score_field(two, torch.zeros(1, 2), abar=0.5, bandwidth=0.1)
+    assert torch.allclose(mid, torch.zeros(1, 2), atol=1e-6)  # symmetric: no pull either way
