@@ -7,8 +7,8 @@ Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date a
 - train:    the CPU profile's training step on its own (the train loop's step on random data, batch 64)
             under each speed option, against the train stage's measured img/s (data/train/loss.csv):
             the gap is the loop's overhead.
-- sampling: glyphs/s of the trained model (data/model) on the prompt grid for sampler settings, and
-            the evaluate stage's numbers for the faster settings (equal quality or not).
+- sampling: glyphs/s of the trained model (data/model) on the prompt grid for steps, bf16 autocast and
+            memory layout, and the evaluate stage's numbers for each setting (equal quality or not).
 - curve:    prompt adherence of the snapshots the train stage kept (data/train/checkpoints/snapshots,
             params train.snapshot_every) against training minutes.
 - stages:   render and embed wall times on the full dataset (benchmarks/stage_times.py).
@@ -37,21 +37,39 @@ from glyffuser.params import load_params, with_overrides  # noqa: E402
 DATA = ROOT / "data"
 
 
+def real_text_batches(batch: int, trim: bool):
+    """Batches of the stored definition embeddings, trimmed to the longest prompt as the train loop does
+    (`trim`), or padded to the longest stored one, as it does when compiling (fixed shapes)."""
+    from glyffuser.data import batch_text
+    from glyffuser.embed import load_embeddings
+
+    emb = load_embeddings(DATA / "embed" / "embeddings.parquet")
+
+    def draw(gen: torch.Generator):
+        idx = torch.randint(0, len(emb.codepoints), (batch,), generator=gen)
+        return batch_text(emb.hidden[idx], emb.mask[idx]) if trim else (emb.hidden[idx], emb.mask[idx])
+
+    return draw
+
+
 def part_train(params) -> dict:
     p = params.train
     cpu = torch.device("cpu")
+
     variants = {
         "train stage step (fp32, NCHW, eager)": dict(compile_mode=None, channels_last=False, fused=False, bf16=False),
         "channels_last": dict(compile_mode=None, channels_last=True, fused=False, bf16=False),
         "fused AdamW": dict(compile_mode=None, channels_last=False, fused=True, bf16=False),
+        "channels_last + fused AdamW": dict(compile_mode=None, channels_last=True, fused=True, bf16=False),
         "bf16 autocast": dict(compile_mode=None, channels_last=False, fused=False, bf16=True),
         "torch.compile (inductor)": dict(compile_mode="inductor", channels_last=False, fused=False, bf16=False),
     }
     rows = {}
     for name, options in variants.items():
-        rows[name] = train_ours(p, cpu, p.batch_size, warmup=3, steps=20, **options)
+        texts = real_text_batches(p.batch_size, trim=options["compile_mode"] is None)
+        rows[name] = train_ours(p, cpu, p.batch_size, warmup=3, steps=20, texts=texts, **options)
         print(f"{name}: {rows[name]['img_per_s']} img/s (first step {rows[name]['first_step_s']} s)", flush=True)
-    out = {"batch": p.batch_size, "variants": rows}
+    out = {"batch": p.batch_size, "text": "stored definition embeddings, trimmed per batch", "variants": rows}
     curve = DATA / "train" / "loss.csv"
     if curve.is_file():
         with curve.open() as f:
@@ -66,11 +84,11 @@ def part_train(params) -> dict:
 
 def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool) -> float:
     s = params.sample
-    unet = pipe.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    pipe.unet = unet
-    pipe(s.prompts[:1], num_images=2, steps=2, guidance=s.guidance, scheduler=s.scheduler, bf16=bf16)  # warm-up
+    pipe.unet = pipe.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    pipe.bf16 = bf16
+    pipe(s.prompts[:1], num_images=2, steps=2, guidance=s.guidance, scheduler=s.scheduler)  # warm-up
     start = time.perf_counter()
-    images = pipe(s.prompts, num_images=s.seeds, steps=steps, guidance=s.guidance, scheduler=s.scheduler, bf16=bf16)
+    images = pipe(s.prompts, num_images=s.seeds, steps=steps, guidance=s.guidance, scheduler=s.scheduler)
     return len(images) / (time.perf_counter() - start)
 
 
@@ -90,20 +108,21 @@ def part_sampling(params) -> dict:
 
     pipe = GlyffuserPipeline.from_pretrained(DATA / "model", device="cpu")
     s = params.sample
-    settings = [(20, False, False), (20, True, False), (20, False, True), (10, False, False), (8, False, False),
-                (10, True, False)]
+    settings = [(20, False, False), (20, False, True), (20, True, False), (20, True, True), (10, False, True),
+                (10, True, True)]
     rows = []
     for steps, bf16, channels_last in settings:
         rate = _grid_speed(pipe, params, steps, bf16, channels_last)
         rows.append({"steps": steps, "bf16": bf16, "channels_last": channels_last, "glyphs_per_s": round(rate, 2),
                      "glyphs": len(s.prompts) * s.seeds, "sampler": s.scheduler, "guidance": s.guidance})
         print(rows[-1], flush=True)
-    pipe.unet = pipe.unet.to(memory_format=torch.contiguous_format)
     quality = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for steps in (20, 10, 8):
-            quality[f"{steps}_steps"] = _evaluate(with_overrides(params, {"sample.steps": steps}), Path(tmp) / str(steps))
-            print(steps, "steps:", quality[f"{steps}_steps"], flush=True)
+        for steps, bf16 in ((20, False), (20, True), (10, True), (10, False)):
+            name = f"{steps}_steps_{'bf16' if bf16 else 'fp32'}"
+            variant = with_overrides(params, {"sample.steps": steps, "sample.bf16": bf16})
+            quality[name] = _evaluate(variant, Path(tmp) / name)
+            print(name, quality[name], flush=True)
     return {"grid_speed": rows, "evaluate": quality}
 
 

@@ -152,8 +152,12 @@ def build_ours(p, device, compile_mode: str | None, speed: Speedups):
 
 
 def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channels_last: bool = True,
-               fused: bool | None = None, bf16: bool = True, count_flops: bool = False) -> dict:
-    """The train loop's step (src/glyffuser/train.py) on random data, with the speed options given."""
+               fused: bool | None = None, bf16: bool = True, count_flops: bool = False, texts=None) -> dict:
+    """The train loop's step (src/glyffuser/train.py) on random images, with the speed options given.
+
+    `texts(gen) -> (text, mask)` supplies text batches (e.g. real stored embeddings); default: random
+    embeddings of 4..20 tokens.
+    """
     speed = Speedups(compile=compile_mode is not None, channels_last=channels_last,
                      fused_optimizer=device.type == "cuda" if fused is None else fused)
     unet, model, opt, ema = build_ours(p, device, compile_mode, speed)
@@ -166,7 +170,7 @@ def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channe
     dtype = torch.bfloat16
 
     def step():
-        text, mask = text_batch(batch, gen, device, length)
+        text, mask = texts(gen) if texts else text_batch(batch, gen, device, length)
         noise = torch.randn_like(x0)
         t = torch.randint(0, 1000, (batch,), device=device)
         with torch.autocast(device.type, dtype=dtype, enabled=bf16):
@@ -247,6 +251,28 @@ def sampling(p, device, glyphs: int, batch: int, steps: int, guidance: float = 5
     return results
 
 
+def free(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def fitting(run, batch: int, device: torch.device, **kwargs) -> dict:
+    """run(batch=...) at the largest of batch, batch/2, batch/4 that fits in device memory."""
+    for b in (batch, batch // 2, batch // 4):
+        try:
+            out = run(batch=b, **kwargs)
+            if b != batch:
+                out["out_of_memory_at_batch"] = batch
+            return out
+        except torch.OutOfMemoryError:
+            print(f"out of memory at batch {b}", flush=True)
+            free(device)
+    raise SystemExit("out of memory even at a quarter of the batch")
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU: checks the suite runs")
@@ -271,12 +297,13 @@ def main(argv: list[str] | None = None) -> dict:
     train = {"glyffuser_style": train_glyffuser_style(p, device, sizes["g_batch"], sizes["warmup"], sizes["steps"] * 2,
                                                       args.smoke)}
     print("glyffuser-style:", train["glyffuser_style"], flush=True)
-    train["ours_eager"] = train_ours(p, device, sizes["o_batch"], sizes["warmup"], sizes["steps"], None, count_flops=True)
+    free(device)
+    train["ours_eager"] = fitting(lambda batch: train_ours(p, device, batch, sizes["warmup"], sizes["steps"], None,
+                                                           count_flops=True), sizes["o_batch"], device)
     print("ours, eager:", train["ours_eager"], flush=True)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    train["ours_compiled"] = train_ours(p, device, sizes["o_batch"], sizes["warmup"], sizes["steps"],
-                                        sizes["compile_backend"])
+    free(device)
+    train["ours_compiled"] = fitting(lambda batch: train_ours(p, device, batch, sizes["warmup"], sizes["steps"],
+                                                              sizes["compile_backend"]), sizes["o_batch"], device)
     print("ours, compiled:", train["ours_compiled"], flush=True)
     flop = train["ours_eager"]["flop_per_image"]
     peak = bf16_peak(name)
@@ -285,8 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
         row["share_of_bf16_peak"] = round(row["achieved_tflops"] / peak, 3) if peak else None
     train["speedup_vs_glyffuser_style"] = round(train["ours_compiled"]["img_per_s"] / train["glyffuser_style"]["img_per_s"], 2)
     train["speedup_eager_vs_glyffuser_style"] = round(train["ours_eager"]["img_per_s"] / train["glyffuser_style"]["img_per_s"], 2)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    free(device)
     samp = sampling(p, device, sizes["glyphs"], sizes["s_batch"], sizes["s_steps"])
     print("sampling:", samp, flush=True)
     results = {"smoke": args.smoke, "gpu": name, "bf16_peak_tflops": peak, "unet_parameters": unet_params,

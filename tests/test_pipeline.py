@@ -39,13 +39,18 @@ def test_smoke_pipeline(tmp_path):
     assert metrics["steps"] > 0 and metrics["img_per_s"] > 0
     assert (repo / "data" / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (repo / "data" / "sample" / "grid.png").stat().st_size > 1000
+    evaluation = json.loads((repo / "data" / "evaluate" / "metrics.json").read_text())
+    assert 0 <= evaluation["adherence_grid"] <= 1 and evaluation["kid_real_floor"] is not None
+    assert (repo / "data" / "umap" / "umap.html").is_file() and (repo / "data" / "figures" / "denoise.gif").is_file()
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
-    assert "train_loss" in shown and "img_per_s" in shown
+    for column in ("train_loss", "img_per_s", "adherence_grid", "adherence_heldout", "control_shuffled",
+                   "control_empty_prompt", "kid", "kid_real_floor", "novelty", "test_accuracy"):
+        assert column in shown, column
 
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo)
 
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("image_size: 64", "image_size: 48"))
     out = run(["dvc", "repro"], repo)
-    assert "Running stage 'render'" in out and "Running stage 'train'" in out
+    assert "Running stage 'render'" in out and "Running stage 'train'" in out and "Running stage 'figures'" in out
     assert "Running stage 'embed'" not in out and "Running stage 'sources'" not in out

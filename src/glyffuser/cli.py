@@ -60,7 +60,7 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
     steps = s.steps if args.steps is None else args.steps
     guidance = s.guidance if args.guidance is None else args.guidance
     scheduler = args.scheduler or s.scheduler
-    pipe = GlyffuserPipeline.from_pretrained(args.model)
+    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast())
     if args.prompts_file:
         return sample_files(pipe, read_prompts(args.prompts_file), args.n or 1, steps, guidance, scheduler,
                             args.seed, args.out or Path("samples"))

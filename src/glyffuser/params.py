@@ -112,9 +112,9 @@ class TrainParams(_Group):
     keep_checkpoints: Annotated[int, Field(ge=1)]
     val_images: Annotated[int, Field(ge=0)]
     snapshot_every: Annotated[int, Field(ge=0)]
-    compile: Literal["auto", "on", "off"]
-    channels_last: Literal["auto", "on", "off"]
-    fused_optimizer: Literal["auto", "on", "off"]
+    compile: Literal["auto"] | bool
+    channels_last: Literal["auto"] | bool
+    fused_optimizer: Literal["auto"] | bool
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
@@ -138,6 +138,11 @@ class SampleParams(_Group):
     steps: Annotated[int, Field(ge=1, le=1000)]
     guidance: Annotated[float, Field(ge=0)]
     scheduler: Literal["ddpm", "ddim", "dpmsolver++"]
+    bf16: Literal["auto"] | bool
+
+    def autocast(self) -> bool | None:
+        """bf16 autocast for sampling: True/False, or None for the pipeline's default (CUDA only)."""
+        return None if self.bf16 == "auto" else self.bf16
 
 
 class ClassifierParams(_Group):

@@ -38,6 +38,17 @@ def pad_tokens(rows: list[torch.Tensor], length: int | None = None) -> tuple[tor
     return text, mask
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs on hardware here: CUDA with bf16, or a CPU with AMX / AVX512-BF16.
+
+    Measured on a 2-core AMX CPU: 20-step sampling 9.9 glyphs/s in bf16 against 4.1 in fp32, with the
+    same evaluate numbers (README). Without native bf16 a CPU emulates it, slower than fp32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 @torch.inference_mode()
 def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
            empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
@@ -45,7 +56,7 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
     """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1].
 
     `callback(i, t, x)`, if given, sees the noisy batch x_t after each step i (for animations).
-    `bf16`: autocast the UNet to bfloat16; None = on CUDA only (see README results for CPU numbers).
+    `bf16`: autocast the UNet to bfloat16; None = where the hardware has it (`native_bf16`).
     """
     device = unet.device
     res = unet.config.sample_size
@@ -64,10 +75,11 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
         text, mask = torch.cat([cond, uncond]), torch.cat([cmask, umask])
     text, mask = text.to(device, torch.float32), mask.to(device)
     noise_gen = torch.Generator(device=device).manual_seed(seeds[0] + 1_000_003)  # DDPM's per-step noise
+    use_bf16 = native_bf16(device) if bf16 is None else bf16
     for i, t in enumerate(tqdm(sched.timesteps, desc="sample", unit="step", disable=not progress, leave=False)):
         inp = sched.scale_model_input(x, t)
         both = guidance not in (0, 1)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" if bf16 is None else bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = denoise(unet, torch.cat([inp, inp]) if both else inp, t.expand(2 * n if both else n), text, mask)
         out = out.float()
         if both:
@@ -90,13 +102,14 @@ def read_model_info(path: Path) -> dict:
 class GlyffuserPipeline:
     """A trained UNet, its noise schedule, and the text encoder its embeddings came from."""
 
-    def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict):
+    def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict, bf16: bool | None = None):
         self.unet, self.scheduler_config, self.info = unet.eval(), dict(scheduler_config), info
+        self.bf16 = native_bf16(unet.device) if bf16 is None else bf16  # autocast while sampling
         self._encoder: TextEncoder | None = None
         self._empty: torch.Tensor | None = None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | None = None) -> GlyffuserPipeline:
+    def from_pretrained(cls, path: str | Path, device: str | None = None, bf16: bool | None = None) -> GlyffuserPipeline:
         path = Path(path)
         info = read_model_info(path)
         try:
@@ -106,7 +119,11 @@ class GlyffuserPipeline:
         except (OSError, ValueError) as err:
             raise GlyffuserError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(unet.to(device), config, info)
+        pipe = cls(unet.to(device), config, info, bf16)
+        if not pipe.bf16 and pipe.unet.device.type == "cpu":
+            # fp32 on a CPU: NHWC convolutions gave +21 % glyphs/s (with bf16 they were 19 % slower)
+            pipe.unet = pipe.unet.to(memory_format=torch.channels_last)
+        return pipe
 
     def save_pretrained(self, path: Path) -> None:
         self.unet.save_pretrained(path / "unet", safe_serialization=True)
@@ -135,7 +152,7 @@ class GlyffuserPipeline:
 
     def __call__(self, prompts: list[str] | str, num_images: int = 1, steps: int = 20, guidance: float = 5.0,
                  scheduler: str = "dpmsolver++", seed: int = 0, progress: bool = False,
-                 batch_size: int = 64, bf16: bool | None = None) -> list[Image.Image]:
+                 batch_size: int = 64) -> list[Image.Image]:
         """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         text, mask, empty = self.encode(prompts)
@@ -145,5 +162,5 @@ class GlyffuserPipeline:
         for start in range(0, len(seeds), batch_size):
             sl = slice(start, start + batch_size)
             out.append(sample(self.unet, self.scheduler_config, text[rows[sl]], mask[rows[sl]], empty, seeds[sl],
-                              steps, guidance, scheduler, progress, bf16=bf16))
+                              steps, guidance, scheduler, progress, bf16=self.bf16))
         return tensor_to_images(torch.cat(out))

@@ -106,9 +106,9 @@ def _precision(choice: str) -> str:
     return choice
 
 
-def _enabled(choice: str, device: torch.device) -> bool:
-    """auto = on for CUDA, where it was measured to pay off (README, benchmarks/), off on CPU."""
-    return device.type == "cuda" if choice == "auto" else choice == "on"
+def _enabled(choice: str | bool, device: torch.device) -> bool:
+    """auto = on for CUDA only; true/false force it (measurements: README, benchmarks/)."""
+    return device.type == "cuda" if choice == "auto" else bool(choice)
 
 
 @dataclass(frozen=True)
