@@ -180,3 +180,12 @@ def test_speed_options_change_rounding_only(short, rendered, embeddings_path, tm
     a, b = weights(tmp_path / "a" / "model"), weights(fast_paths.model)
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-2, worst
+
+
+def test_compiled_training_runs_the_same_loop(short, rendered, embeddings_path, tmp_path):
+    """train.compile (the GPU default) on CPU: fixed shapes, the model unwrapped for sampling and saving."""
+    p = with_overrides(short, {"train.compile": True, "train.epochs": 0.25})
+    result = run_train(p, train_paths(tmp_path, rendered, embeddings_path), track=False)
+    assert result["steps"] >= 5 and math.isfinite(result["train_loss"])
+    pipe = GlyffuserPipeline.from_pretrained(tmp_path / "model", device="cpu")
+    assert len(pipe(["a kind of fish"], num_images=1, steps=2)) == 1
