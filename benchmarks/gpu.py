@@ -105,7 +105,7 @@ def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[flo
     return first, (time.perf_counter() - t0) / steps
 
 
-def train_glyffuser_style(p, device, batch, warmup, steps, smoke) -> dict:
+def train_glyffuser_style(p, device, batch, warmup, steps) -> dict:
     torch.manual_seed(0)
     unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
                       p.attention_head_dim, p.pooled_text).to(device)
@@ -294,8 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
                                               p.attention_levels, p.attention_head_dim, p.pooled_text))
     print(f"{name}: UNet {unet_params / 1e6:.1f} M parameters at {p.resolution} px", flush=True)
 
-    train = {"glyffuser_style": train_glyffuser_style(p, device, sizes["g_batch"], sizes["warmup"], sizes["steps"] * 2,
-                                                      args.smoke)}
+    train = {"glyffuser_style": train_glyffuser_style(p, device, sizes["g_batch"], sizes["warmup"], sizes["steps"] * 2)}
     print("glyffuser-style:", train["glyffuser_style"], flush=True)
     free(device)
     train["ours_eager"] = fitting(lambda batch: train_ours(p, device, batch, sizes["warmup"], sizes["steps"], None,

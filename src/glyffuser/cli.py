@@ -100,6 +100,17 @@ def _cmd_figures(args: argparse.Namespace) -> dict:
     return run_figures(load_params(args.params), paths, track=not args.no_mlflow)
 
 
+# Where each stage's inputs live by default: the paths dvc.yaml wires together.
+PIPELINE_FILES = {
+    "sources": "data/sources",
+    "definitions": "data/render/definitions.parquet",
+    "glyphs": "data/render/glyphs.parquet",
+    "embeddings": "data/embed/embeddings.parquet",
+    "model": "data/model",
+    "classifier": "data/classifier",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glyffuser", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,22 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def inputs(p: argparse.ArgumentParser, *names: str) -> None:
+        for name in names:
+            p.add_argument(f"--{name}", type=Path, default=Path(PIPELINE_FILES[name]))
+
     p = command("sources", _cmd_sources, "copy the font and Unihan files into the repository")
     p.add_argument("--out", type=Path, default=Path("data/sources"))
 
     p = command("render", _cmd_render, "render glyphs and build the definitions and glyphs tables")
-    p.add_argument("--sources", type=Path, default=Path("data/sources"))
+    inputs(p, "sources")
     p.add_argument("--out", type=Path, default=Path("data/render"))
 
     p = command("embed", _cmd_embed, "encode every definition with the text encoder into Parquet")
-    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
+    inputs(p, "definitions")
     p.add_argument("--out", type=Path, default=Path("data/embed/embeddings.parquet"))
 
     p = command("train", _cmd_train, "train the diffusion model (resumes from a matching checkpoint)")
-    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
-    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
-    p.add_argument("--embeddings", type=Path, default=Path("data/embed/embeddings.parquet"))
-    p.add_argument("--model", type=Path, default=Path("data/model"))
+    inputs(p, "definitions", "glyphs", "embeddings", "model")
     p.add_argument("--metrics", type=Path, default=Path("data/train/metrics.json"))
     p.add_argument("--curve", type=Path, default=Path("data/train/loss.csv"))
     p.add_argument("--checkpoints", type=Path, default=Path("data/train/checkpoints"))
@@ -143,22 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file")
 
     p = command("classifier", _cmd_classifier, "train the radical classifier that judges generated glyphs")
-    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
-    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    inputs(p, "definitions", "glyphs")
     p.add_argument("--out", type=Path, default=Path("data/classifier"))
 
     p = command("evaluate", _cmd_evaluate, "measure prompt adherence, controls, KID/FID and novelty of a model")
-    p.add_argument("--model", type=Path, default=Path("data/model"))
-    p.add_argument("--classifier", type=Path, default=Path("data/classifier"))
-    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
-    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
-    p.add_argument("--embeddings", type=Path, default=Path("data/embed/embeddings.parquet"))
+    inputs(p, "model", "classifier", "definitions", "glyphs", "embeddings")
     p.add_argument("--out", type=Path, default=Path("data/evaluate"))
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
     p = command("umap", _cmd_umap, "UMAP map of the glyph dataset with density, radicals, layouts and samples")
-    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
-    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    inputs(p, "definitions", "glyphs")
     p.add_argument("--sources", type=Path, default=Path("data/sources"), help="font and decomposition table")
     p.add_argument("--samples", type=Path, default=Path("data/evaluate/samples.parquet"))
     p.add_argument("--model", type=Path, default=Path("data/model"), help="its MLflow run receives the figures")
@@ -166,9 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
     p = command("figures", _cmd_figures, "the visual guide's figures from the trained model")
-    p.add_argument("--model", type=Path, default=Path("data/model"))
-    p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"))
-    p.add_argument("--glyphs", type=Path, default=Path("data/render/glyphs.parquet"))
+    inputs(p, "model", "definitions", "glyphs")
     p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"))
     p.add_argument("--out", type=Path, default=Path("data/figures"))
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")

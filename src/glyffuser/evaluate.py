@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from glyffuser.atomic import atomic_outputs
-from glyffuser.classifier import LabelledGlyphs, load_classifier, load_glyph_splits, majority_share, predict
+from glyffuser.classifier import load_classifier, load_glyph_splits, majority_share, predict
 from glyffuser.embed import load_embeddings
 from glyffuser.errors import GlyffuserError
 from glyffuser.glyphs import to_png

@@ -26,7 +26,7 @@ from glyffuser.errors import GlyffuserError
 from glyffuser.images import pngs_to_tensor, tensor_to_images
 from glyffuser.model import denoise
 from glyffuser.params import Params
-from glyffuser.pipeline import GlyffuserPipeline, pad_tokens, sample
+from glyffuser.pipeline import GlyffuserPipeline, guided_batch, sample
 from glyffuser.tables import read_table
 
 SEEDS = 4  # samples per cell row in the step, single-step and guidance figures
@@ -171,13 +171,10 @@ def one_step_guess(pipe: GlyffuserPipeline, text, mask, empty, seeds: list[int],
     res = pipe.unet.config.sample_size
     x = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds])
     n = len(seeds)
-    length = max(text.shape[1], empty.shape[0])
-    cond, cmask = pad_tokens(list(text), length)
-    cmask &= torch.cat([mask, torch.zeros(n, length - mask.shape[1], dtype=torch.bool)], dim=1)
-    uncond, umask = pad_tokens([empty] * n, length)
+    both, both_mask = guided_batch(text, mask, empty)
     device = pipe.unet.device
     out = denoise(pipe.unet, torch.cat([x, x]).to(device), torch.full((2 * n,), t, device=device),
-                  torch.cat([cond, uncond]).float().to(device), torch.cat([cmask, umask]).to(device)).float().cpu()
+                  both.float().to(device), both_mask.to(device)).float().cpu()
     c, u = out.chunk(2)
     out = u + guidance * (c - u)
     a = sched.alphas_cumprod[t]

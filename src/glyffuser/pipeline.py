@@ -49,6 +49,16 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def guided_batch(text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[conditional; unconditional] rows for one classifier-free-guidance forward: (N,L,D),(N,L) -> (2N,L',D),(2N,L')."""
+    n = text.shape[0]
+    length = max(text.shape[1], empty.shape[0])
+    uncond, umask = pad_tokens([empty] * n, length)
+    cond, cmask = pad_tokens(list(text), length)
+    cmask &= torch.cat([mask, torch.zeros(n, length - mask.shape[1], dtype=torch.bool)], dim=1)
+    return torch.cat([cond, uncond]), torch.cat([cmask, umask])
+
+
 @torch.inference_mode()
 def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
            empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
@@ -68,11 +78,7 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
     if guidance == 0:  # unconditional
         text, mask = pad_tokens([empty] * n)
     elif guidance != 1:  # [conditional; unconditional] in one batch
-        length = max(text.shape[1], empty.shape[0])
-        uncond, umask = pad_tokens([empty] * n, length)
-        cond, cmask = pad_tokens(list(text), length)
-        cmask &= torch.cat([mask, torch.zeros(n, length - mask.shape[1], dtype=torch.bool)], dim=1)
-        text, mask = torch.cat([cond, uncond]), torch.cat([cmask, umask])
+        text, mask = guided_batch(text, mask, empty)
     text, mask = text.to(device, torch.float32), mask.to(device)
     noise_gen = torch.Generator(device=device).manual_seed(seeds[0] + 1_000_003)  # DDPM's per-step noise
     use_bf16 = native_bf16(device) if bf16 is None else bf16
