@@ -7,8 +7,9 @@ Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date a
 - train:    the CPU profile's training step on its own (the train loop's step on random data, batch 64)
             under each speed option, against the train stage's measured img/s (data/train/loss.csv):
             the gap is the loop's overhead.
-- sampling: glyphs/s of the trained model (data/model) on the prompt grid for steps, bf16 autocast and
-            memory layout, and the evaluate stage's numbers for each setting (equal quality or not).
+- sampling: glyphs/s of the trained model (data/model) on the prompt grid for steps, bf16 autocast,
+            memory layout and torch.compile (with its compile time), and the evaluate stage's numbers for
+            each setting (equal quality or not).
 - curve:    prompt adherence of the snapshots the train stage kept (data/train/checkpoints/snapshots,
             params train.snapshot_every) against training minutes.
 - stages:   render and embed wall times on the full dataset (benchmarks/stage_times.py).
@@ -100,14 +101,20 @@ def part_train(params, rounds: int = 3) -> dict:
     return out
 
 
-def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool) -> float:
+def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool, compile: bool = False) -> tuple[float, float]:
+    """(glyphs/s on the prompt grid, seconds of the warm-up call: for `compile`, the compile itself)."""
     s = params.sample
     pipe.unet = pipe.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    pipe.bf16 = bf16
-    pipe(s.prompts[:1], num_images=2, steps=2, guidance=s.guidance, scheduler=s.scheduler)  # warm-up
+    pipe.bf16, pipe.compile = bf16, compile
+    start = time.perf_counter()
+    if compile:  # warm up on the grid's own shapes, or the timed call would compile again
+        pipe(s.prompts, num_images=s.seeds, steps=2, guidance=s.guidance, scheduler=s.scheduler)
+    else:
+        pipe(s.prompts[:1], num_images=2, steps=2, guidance=s.guidance, scheduler=s.scheduler)
+    warm_up = time.perf_counter() - start
     start = time.perf_counter()
     images = pipe(s.prompts, num_images=s.seeds, steps=steps, guidance=s.guidance, scheduler=s.scheduler)
-    return len(images) / (time.perf_counter() - start)
+    return len(images) / (time.perf_counter() - start), warm_up
 
 
 def _evaluate(params, out: Path) -> dict:
@@ -122,23 +129,29 @@ def _evaluate(params, out: Path) -> dict:
 
 
 def part_sampling(params) -> dict:
+    import os
+
     from glyffuser.pipeline import GlyffuserPipeline
 
+    # A fresh inductor cache: the compiled rows then pay the compile a new machine pays.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     pipe = GlyffuserPipeline.from_pretrained(DATA / "model", device="cpu")
     s = params.sample
-    settings = [(20, False, False), (20, False, True), (20, True, False), (20, True, True), (10, False, True),
-                (10, True, True)]
+    settings = [(20, False, False, False), (20, False, True, False), (20, True, False, False), (20, True, True, False),
+                (10, False, True, False), (10, True, True, False), (20, False, False, True), (20, True, False, True)]
     rows = []
-    for steps, bf16, channels_last in settings:
-        rate = _grid_speed(pipe, params, steps, bf16, channels_last)
-        rows.append({"steps": steps, "bf16": bf16, "channels_last": channels_last, "glyphs_per_s": round(rate, 2),
+    for steps, bf16, channels_last, compile in settings:
+        rate, warm_up = _grid_speed(pipe, params, steps, bf16, channels_last, compile)
+        rows.append({"steps": steps, "bf16": bf16, "channels_last": channels_last, "compile": compile,
+                     "glyphs_per_s": round(rate, 2), "warm_up_s": round(warm_up, 1),
                      "glyphs": len(s.prompts) * s.seeds, "sampler": s.scheduler, "guidance": s.guidance})
         print(rows[-1], flush=True)
     quality = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for steps, bf16 in ((20, False), (20, True), (10, True), (10, False)):
-            name = f"{steps}_steps_{'bf16' if bf16 else 'fp32'}"
-            variant = with_overrides(params, {"sample.steps": steps, "sample.bf16": bf16})
+        for steps, bf16, compile in ((20, False, False), (20, True, False), (10, True, False), (10, False, False),
+                                     (20, True, True)):
+            name = f"{steps}_steps_{'bf16' if bf16 else 'fp32'}{'_compiled' if compile else ''}"
+            variant = with_overrides(params, {"sample.steps": steps, "sample.bf16": bf16, "sample.compile": compile})
             quality[name] = _evaluate(variant, Path(tmp) / name)
             print(name, quality[name], flush=True)
     return {"grid_speed": rows, "evaluate": quality}

@@ -14,7 +14,8 @@ TFLOP/s and the share of the device's dense bf16 peak follow from the measured i
 
 Sampling, 20-step DPM-Solver++ with guidance 5, same UNet: a plain loop (fp32, eager, conditional
 and unconditional as two forwards) against glyffuser's `sample()` (bf16 autocast on CUDA, both
-halves in one batched forward). Weights are random: throughput does not depend on them.
+halves in one batched forward), eager and with the UNet torch.compile'd (`sample.compile`; the
+compile's own time is reported apart). Weights are random: throughput does not depend on them.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def plain_sampling_loop(unet, config: dict, text, mask, empty_text, empty_mask, 
     return x
 
 
-def sampling(p, device, glyphs: int, batch: int, steps: int, guidance: float = 5.0) -> dict:
+def sampling(p, device, glyphs: int, batch: int, steps: int, compile_backend: str, guidance: float = 5.0) -> dict:
     torch.manual_seed(0)
     unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
                       p.attention_head_dim, p.pooled_text).to(device).eval()
@@ -227,8 +228,22 @@ def sampling(p, device, glyphs: int, batch: int, steps: int, guidance: float = 5
     text, mask = text_batch(glyphs, gen, device)
     empty, _ = text_batch(1, gen, device, length=2)
     empty = empty[0, :2].cpu()
+    compiled = torch.compile(unet, backend=compile_backend)
+    text_length = 64  # what GlyffuserPipeline(compile=True) pads to: the encoder's max_length
+
+    def ours(model, seeds, sl, length=None):
+        sample(model, config, text[sl].cpu(), mask[sl].cpu(), empty, seeds, steps, guidance, "dpmsolver++",
+               text_length=length)
+
     results = {}
-    for name in ("plain_loop", "glyffuser_sample"):
+    for name in ("plain_loop", "glyffuser_sample", "glyffuser_sample_compiled"):
+        if name == "glyffuser_sample_compiled":  # compile on the timed shapes: two steps of one full batch
+            sync(device)
+            t0 = time.perf_counter()
+            sample(compiled, config, text[:batch].cpu(), mask[:batch].cpu(), empty, list(range(batch)), 2, guidance,
+                   "dpmsolver++", text_length=text_length)
+            sync(device)
+            compile_s = time.perf_counter() - t0
         sync(device)
         t0 = time.perf_counter()
         for s in range(0, glyphs, batch):
@@ -238,15 +253,22 @@ def sampling(p, device, glyphs: int, batch: int, steps: int, guidance: float = 5
                 n = len(seeds)
                 plain_sampling_loop(unet, config, text[sl].float(), mask[sl], empty[None].expand(n, -1, -1).float().to(device),
                                     torch.ones(n, 2, dtype=torch.bool, device=device), seeds, steps, guidance)
+            elif name == "glyffuser_sample":
+                ours(unet, seeds, sl)
             else:
-                sample(unet, config, text[sl].cpu(), mask[sl].cpu(), empty, seeds, steps, guidance, "dpmsolver++")
+                ours(compiled, seeds, sl, text_length)
         sync(device)
         seconds = time.perf_counter() - t0
         results[name] = {"glyphs": glyphs, "batch": batch, "seconds": round(seconds, 2),
                          "glyphs_per_s": round(glyphs / seconds, 2)}
     results["plain_loop"]["recipe"] = "fp32, eager, conditional and unconditional as two forwards"
     results["glyffuser_sample"]["recipe"] = "glyffuser.pipeline.sample: bf16 autocast on CUDA, one batched forward"
-    results["speedup"] = round(results["glyffuser_sample"]["glyphs_per_s"] / results["plain_loop"]["glyphs_per_s"], 2)
+    results["glyffuser_sample_compiled"]["recipe"] = (f"the same with the UNet torch.compile'd ({compile_backend}), "
+                                                      "text padded to 64 tokens: GlyffuserPipeline(compile=True)")
+    results["glyffuser_sample_compiled"]["compile_s"] = round(compile_s, 1)
+    plain = results["plain_loop"]["glyphs_per_s"]
+    results["speedup"] = round(results["glyffuser_sample"]["glyphs_per_s"] / plain, 2)
+    results["speedup_compiled"] = round(results["glyffuser_sample_compiled"]["glyphs_per_s"] / plain, 2)
     results["steps"], results["guidance"], results["sampler"] = steps, guidance, "dpmsolver++"
     return results
 
@@ -312,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
     train["speedup_vs_glyffuser_style"] = round(train["ours_compiled"]["img_per_s"] / train["glyffuser_style"]["img_per_s"], 2)
     train["speedup_eager_vs_glyffuser_style"] = round(train["ours_eager"]["img_per_s"] / train["glyffuser_style"]["img_per_s"], 2)
     free(device)
-    samp = sampling(p, device, sizes["glyphs"], sizes["s_batch"], sizes["s_steps"])
+    samp = sampling(p, device, sizes["glyphs"], sizes["s_batch"], sizes["s_steps"], sizes["compile_backend"])
     print("sampling:", samp, flush=True)
     results = {"smoke": args.smoke, "gpu": name, "bf16_peak_tflops": peak, "unet_parameters": unet_params,
                "resolution": p.resolution, "tflop_per_training_image": round(flop / 1e12, 4), "train": train,

@@ -19,7 +19,10 @@ def test_gpu_suite_smoke_on_cpu(tmp_path):
     for name in ("glyffuser_style", "ours_eager", "ours_compiled"):
         assert train[name]["img_per_s"] > 0 and train[name]["achieved_tflops"] > 0
     assert train["ours_eager"]["flop_per_image"] > 1e6  # counted by torch.utils.flop_counter
-    assert saved["sampling"]["plain_loop"]["glyphs_per_s"] > 0 and saved["sampling"]["speedup"] > 0
+    sampling = saved["sampling"]
+    for name in ("plain_loop", "glyffuser_sample", "glyffuser_sample_compiled"):
+        assert sampling[name]["glyphs_per_s"] > 0 and sampling[name]["glyphs"] == 4
+    assert sampling["speedup"] > 0 and sampling["speedup_compiled"] > 0 and sampling["glyffuser_sample_compiled"]["compile_s"] > 0
     assert results["unet_parameters"] == saved["unet_parameters"]
 
 

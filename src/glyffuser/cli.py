@@ -60,7 +60,8 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
     steps = s.steps if args.steps is None else args.steps
     guidance = s.guidance if args.guidance is None else args.guidance
     scheduler = args.scheduler or s.scheduler
-    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast())
+    compile = s.compile if args.compile is None else args.compile
+    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile)
     if args.prompts_file:
         return sample_files(pipe, read_prompts(args.prompts_file), args.n or 1, steps, guidance, scheduler,
                             args.seed, args.out or Path("samples"))
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")
     p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpmsolver++"], help="sampler (default: sample.scheduler)")
     p.add_argument("--seed", type=int, default=0, help="first seed; sample j of each prompt uses seed + j")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
     p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
     p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file")
 

@@ -32,7 +32,7 @@ from glyffuser.images import labelled_grid, tensor_to_images
 from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest
 from glyffuser.model import pool_text
 from glyffuser.params import Params
-from glyffuser.pipeline import GlyffuserPipeline, sample
+from glyffuser.pipeline import GlyffuserPipeline
 from glyffuser.tables import write_table
 from glyffuser.tracking import log_to_model_run
 
@@ -55,8 +55,8 @@ def _draw(pipe: GlyffuserPipeline, text: torch.Tensor, mask: torch.Tensor, empty
           params: Params, guidance: float | None = None, batch: int = 64) -> torch.Tensor:
     s = params.sample
     g = s.guidance if guidance is None else guidance
-    out = [sample(pipe.unet, pipe.scheduler_config, text[i:i + batch], mask[i:i + batch], empty, seeds[i:i + batch],
-                  s.steps, g, s.scheduler, bf16=pipe.bf16) for i in range(0, len(seeds), batch)]
+    out = [pipe.sample(text[i:i + batch], mask[i:i + batch], empty, seeds[i:i + batch], s.steps, g, s.scheduler)
+           for i in range(0, len(seeds), batch)]
     return torch.cat(out)  # (N,1,R,R) in [-1,1]
 
 
@@ -95,7 +95,7 @@ def novelty_plot(copies: np.ndarray, real: np.ndarray, generated: np.ndarray, th
 def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> dict:
     e, s = params.evaluate, params.sample
     start = time.perf_counter()
-    pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast())
+    pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     net, classifier_report = load_classifier(paths.classifier)
     resolution = pipe.unet.config.sample_size
     splits = load_glyph_splits(paths.definitions, paths.glyphs, resolution)

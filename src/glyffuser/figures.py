@@ -26,7 +26,7 @@ from glyffuser.errors import GlyffuserError
 from glyffuser.images import pngs_to_tensor, tensor_to_images
 from glyffuser.model import denoise
 from glyffuser.params import Params
-from glyffuser.pipeline import GlyffuserPipeline, guided_batch, sample
+from glyffuser.pipeline import GlyffuserPipeline, guided_batch
 from glyffuser.tables import read_table
 
 SEEDS = 4  # samples per cell row in the step, single-step and guidance figures
@@ -204,8 +204,7 @@ def denoise_gif(path: Path, pipe: GlyffuserPipeline, prompts: list[str], steps: 
     res = pipe.unet.config.sample_size
     start = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds])
     frames.append(frame(start.clamp(-1, 1)))
-    sample(pipe.unet, pipe.scheduler_config, text, mask, empty, seeds, steps, guidance, "ddim",
-           callback=lambda i, t, x: frames.append(frame(x)), bf16=pipe.bf16)
+    pipe.sample(text, mask, empty, seeds, steps, guidance, "ddim", callback=lambda i, t, x: frames.append(frame(x)))
     durations = [60] * (len(frames) - 1) + [2000]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)
     return len(frames)
@@ -214,7 +213,7 @@ def denoise_gif(path: Path, pipe: GlyffuserPipeline, prompts: list[str], steps: 
 def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     f, s = params.figures, params.sample
     start = time.perf_counter()
-    pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast())
+    pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     res = pipe.unet.config.sample_size
     defs, _ = read_table(paths.definitions, columns=["codepoint"])
     glyphs, _ = read_table(paths.glyphs)
@@ -234,16 +233,13 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
         frames = denoise_gif(tmp / "denoise.gif", pipe, f.animation_prompts, f.animation_steps, s.guidance)
 
         text, mask, empty = _encode(pipe, [f.steps_prompt], SEEDS)
-        rows = [list(sample(pipe.unet, pipe.scheduler_config, text, mask, empty, seeds, n, s.guidance, s.scheduler,
-                            bf16=pipe.bf16))
-                for n in f.step_counts]
+        rows = [list(pipe.sample(text, mask, empty, seeds, n, s.guidance, s.scheduler)) for n in f.step_counts]
         image_table(tmp / "steps.png", rows, [f"{n} step{'s' * (n > 1)}" for n in f.step_counts],
                     [f"seed {i}" for i in seeds], f"“{f.steps_prompt}”, {s.scheduler}, guidance {s.guidance:g}")
 
         text, mask, empty = _encode(pipe, [f.single_step_prompt], SEEDS)
         guess = one_step_guess(pipe, text, mask, empty, seeds, s.guidance)
-        full = sample(pipe.unet, pipe.scheduler_config, text, mask, empty, seeds, s.steps, s.guidance, s.scheduler,
-                      bf16=pipe.bf16)
+        full = pipe.sample(text, mask, empty, seeds, s.steps, s.guidance, s.scheduler)
         image_table(tmp / "single_step.png", [list(guess), list(full)],
                     ["one-step guess\nfrom pure noise", f"{s.steps}-step\nsampling"], [f"seed {i}" for i in seeds],
                     f"“{f.single_step_prompt}”: the model's x̂₀ at t = T is the average of plausible glyphs")
@@ -251,9 +247,7 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
         rows, labels = [], []
         for prompt in f.guidance_prompts:
             text, mask, empty = _encode(pipe, [prompt], 2)
-            per_scale = [sample(pipe.unet, pipe.scheduler_config, text, mask, empty, [0, 1], s.steps, g, s.scheduler,
-                                bf16=pipe.bf16)
-                         for g in f.guidance_scales]
+            per_scale = [pipe.sample(text, mask, empty, [0, 1], s.steps, g, s.scheduler) for g in f.guidance_scales]
             for j in range(2):
                 rows.append([x[j] for x in per_scale])
                 labels.append(f"{prompt}\nseed {j}")

@@ -139,6 +139,7 @@ class SampleParams(_Group):
     guidance: Annotated[float, Field(ge=0)]
     scheduler: Literal["ddpm", "ddim", "dpmsolver++"]
     bf16: Literal["auto"] | bool
+    compile: bool
 
     def autocast(self) -> bool | None:
         """bf16 autocast for sampling: True/False, or None for the pipeline's default (CUDA only)."""

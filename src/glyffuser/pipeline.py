@@ -59,14 +59,26 @@ def guided_batch(text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor) ->
     return torch.cat([cond, uncond]), torch.cat([cmask, umask])
 
 
+def pad_text(text: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, L, D), (N, L) -> (N, length, D), (N, length) with masked-out zero tokens; L > length is left as is."""
+    extra = length - text.shape[1]
+    if extra <= 0:
+        return text, mask
+    return (torch.cat([text, text.new_zeros(text.shape[0], extra, text.shape[2])], dim=1),
+            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1))
+
+
 @torch.inference_mode()
 def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
            empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
-           progress: bool = False, callback=None, bf16: bool | None = None) -> torch.Tensor:
+           progress: bool = False, callback=None, bf16: bool | None = None,
+           text_length: int | None = None) -> torch.Tensor:
     """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1].
 
     `callback(i, t, x)`, if given, sees the noisy batch x_t after each step i (for animations).
     `bf16`: autocast the UNet to bfloat16; None = where the hardware has it (`native_bf16`).
+    `text_length`: pad the text to this many (masked-out) tokens, so that a torch.compile'd UNet sees
+    the same shape whatever the prompts; the padding changes no output beyond rounding.
     """
     device = unet.device
     res = unet.config.sample_size
@@ -79,6 +91,8 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
         text, mask = pad_tokens([empty] * n)
     elif guidance != 1:  # [conditional; unconditional] in one batch
         text, mask = guided_batch(text, mask, empty)
+    if text_length is not None:
+        text, mask = pad_text(text, mask, text_length)
     text, mask = text.to(device, torch.float32), mask.to(device)
     noise_gen = torch.Generator(device=device).manual_seed(seeds[0] + 1_000_003)  # DDPM's per-step noise
     use_bf16 = native_bf16(device) if bf16 is None else bf16
@@ -108,14 +122,19 @@ def read_model_info(path: Path) -> dict:
 class GlyffuserPipeline:
     """A trained UNet, its noise schedule, and the text encoder its embeddings came from."""
 
-    def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict, bf16: bool | None = None):
+    def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict, bf16: bool | None = None,
+                 compile: bool = False):
         self.unet, self.scheduler_config, self.info = unet.eval(), dict(scheduler_config), info
         self.bf16 = native_bf16(unet.device) if bf16 is None else bf16  # autocast while sampling
+        # torch.compile the UNet for bulk sampling: it pays once the glyphs outnumber the compile's cost
+        # (2-core CPU: ~60 s the first time, then +35-45 % glyphs/s; README, benchmarks/cpu.py).
+        self.compile = compile
+        self._compiled: torch.nn.Module | None = None
         self._encoder: TextEncoder | None = None
-        self._empty: torch.Tensor | None = None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | None = None, bf16: bool | None = None) -> GlyffuserPipeline:
+    def from_pretrained(cls, path: str | Path, device: str | None = None, bf16: bool | None = None,
+                        compile: bool = False) -> GlyffuserPipeline:
         path = Path(path)
         info = read_model_info(path)
         try:
@@ -125,11 +144,26 @@ class GlyffuserPipeline:
         except (OSError, ValueError) as err:
             raise GlyffuserError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = cls(unet.to(device), config, info, bf16)
+        pipe = cls(unet.to(device), config, info, bf16, compile)
         if not pipe.bf16 and pipe.unet.device.type == "cpu":
             # fp32 on a CPU: NHWC convolutions gave +21 % glyphs/s (with bf16 they were 19 % slower)
             pipe.unet = pipe.unet.to(memory_format=torch.channels_last)
         return pipe
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """What sampling calls: the UNet, or (compile) its torch.compile'd wrapper, made on first use."""
+        if not self.compile:
+            return self.unet
+        if self._compiled is None or self._compiled._orig_mod is not self.unet:
+            self._compiled = torch.compile(self.unet)
+        return self._compiled
+
+    def sample(self, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, seeds: list[int], steps: int,
+               guidance: float, scheduler: str = "dpmsolver++", progress: bool = False, callback=None) -> torch.Tensor:
+        """`sample` with this pipeline's UNet, schedule and settings: (N, L, D) text -> (N, 1, R, R) in [-1, 1]."""
+        return sample(self.denoiser, self.scheduler_config, text, mask, empty, seeds, steps, guidance, scheduler,
+                      progress, callback, self.bf16, self.info["max_length"] if self.compile else None)
 
     def save_pretrained(self, path: Path) -> None:
         self.unet.save_pretrained(path / "unet", safe_serialization=True)
@@ -167,6 +201,6 @@ class GlyffuserPipeline:
         out = []
         for start in range(0, len(seeds), batch_size):
             sl = slice(start, start + batch_size)
-            out.append(sample(self.unet, self.scheduler_config, text[rows[sl]], mask[rows[sl]], empty, seeds[sl],
-                              steps, guidance, scheduler, progress, bf16=self.bf16))
+            out.append(self.sample(text[rows[sl]], mask[rows[sl]], empty, seeds[sl], steps, guidance, scheduler,
+                                   progress))
         return tensor_to_images(torch.cat(out))
