@@ -14,9 +14,9 @@ Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date a
 - curve:    prompt adherence of the snapshots the train stage kept (data/train/checkpoints/snapshots,
             params train.snapshot_every) against training minutes.
 - stages:   render and embed wall times on the full dataset (benchmarks/stage_times.py).
-- precision: the default profile trained again with bf16 autocast (~27 min), both models evaluated:
+- precision: the default profile trained again with bf16 autocast (~32 min), both models evaluated:
             whether bf16 training, +10-18 % img/s on an AMX CPU, learns as well as fp32.
-Needs the default pipeline's outputs (dvc repro) for sampling and curve.
+Needs the default pipeline's outputs (dvc repro) for sampling, curve and precision.
 """
 
 from __future__ import annotations
