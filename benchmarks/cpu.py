@@ -3,6 +3,7 @@
     python benchmarks/cpu.py                       # every part, ~25 min on 2 cores
     python benchmarks/cpu.py --only train,sampling
     python benchmarks/cpu.py --only precision      # bf16 training against fp32: ~35 min
+    python benchmarks/cpu.py --only loop           # their train-loop speeds, side by side: ~20 min
 
 Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date and command):
 - train:    the CPU profile's training step on its own (the train loop's step on random data, batch 64)
@@ -16,6 +17,8 @@ Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date a
 - stages:   render and embed wall times on the full dataset (benchmarks/stage_times.py).
 - precision: the default profile trained again with bf16 autocast (~32 min), both models evaluated:
             whether bf16 training, +10-18 % img/s on an AMX CPU, learns as well as fp32.
+- loop:     the train stage's loop, fp32 against bf16 (channels_last and NCHW), half an epoch each,
+            alternating twice (~20 min).
 Needs the default pipeline's outputs (dvc repro) for sampling, curve and precision.
 """
 
@@ -216,9 +219,38 @@ def part_precision(params) -> dict:
     return {"profile": "params.yaml, train.mixed_precision bf16 vs the default (fp32 on CPUs)", "runs": rows}
 
 
+def part_loop(params, epochs: float = 0.5, rounds: int = 2) -> dict:
+    """The train stage's loop itself, fp32 against bf16 autocast, alternating in the same half hour
+    (loop speeds measured hours apart on this VM differ by more than the effect). Each run is its own
+    `glyffuser train` process: accelerate fixes the precision once per process."""
+    import yaml
+
+    # the default (channels_last on), and bf16 with NCHW, the layout of the bare step's bf16 gain
+    variants = {"fp32": {"train.mixed_precision": "no"}, "bf16": {"train.mixed_precision": "bf16"},
+                "bf16, NCHW": {"train.mixed_precision": "bf16", "train.channels_last": False}}
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(rounds):
+        for precision, options in variants.items():
+            variant = with_overrides(params, {**options, "train.epochs": epochs, "train.snapshot_every": 0})
+            with tempfile.TemporaryDirectory() as tmp:
+                tmp = Path(tmp)
+                (tmp / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), allow_unicode=True))
+                subprocess.run([sys.executable, "-m", "glyffuser.cli", "train", "--params", str(tmp / "params.yaml"),
+                                "--model", str(tmp / "model"), "--metrics", str(tmp / "metrics.json"),
+                                "--curve", str(tmp / "loss.csv"), "--checkpoints", str(tmp / "checkpoints"),
+                                "--no-mlflow"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+                with (tmp / "loss.csv").open() as f:
+                    speeds = [float(row["img_per_s"]) for row in csv.DictReader(f)][1:]  # the first window holds start-up
+            runs[precision].append(round(statistics.median(speeds), 1))
+            print(f"round {r + 1}: {precision} train loop {runs[precision][-1]} img/s", flush=True)
+    medians = {name: statistics.median(v) for name, v in runs.items()}
+    return {"epochs_per_run": epochs, "rounds": rounds, "img_per_s_runs": runs, "img_per_s_median": medians,
+            "gain_vs_fp32": {name: round(m / medians["fp32"] - 1, 3) for name, m in medians.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="train,sampling,curve,stages", help="comma-separated parts (also: precision)")
+    parser.add_argument("--only", default="train,sampling,curve,stages", help="comma-separated parts (also: precision, loop)")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -228,7 +260,7 @@ def main() -> None:
                            check=True)
             continue
         func = {"train": part_train, "sampling": part_sampling, "curve": part_curve,
-                "precision": part_precision}.get(part)
+                "precision": part_precision, "loop": part_loop}.get(part)
         if func is None:
             parser.error(f"unknown part {part!r}")
         write_result(f"cpu_{part}", func(params))
