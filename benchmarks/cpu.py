@@ -194,21 +194,31 @@ def part_curve(params) -> dict:
             "first_minutes_with_grid_adherence_25pct": first["train_minutes"] if first else None}
 
 
+def _train(variant, folder: Path) -> dict:
+    """`glyffuser train` with these params into `folder` (model/, metrics.json, loss.csv), in its own
+    process: accelerate fixes the mixed precision once per process. Returns its metrics.json."""
+    import json
+
+    import yaml
+
+    (folder / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), allow_unicode=True))
+    subprocess.run([sys.executable, "-m", "glyffuser.cli", "train", "--params", str(folder / "params.yaml"),
+                    "--model", str(folder / "model"), "--metrics", str(folder / "metrics.json"),
+                    "--curve", str(folder / "loss.csv"), "--checkpoints", str(folder / "checkpoints"), "--no-mlflow"],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return json.loads((folder / "metrics.json").read_text())
+
+
 def part_precision(params) -> dict:
     """The default profile trained again with bf16 autocast, against the fp32 model of `dvc repro`:
     train-loop time and img/s, losses, and the evaluate stage's numbers of both."""
     import json
 
-    from glyffuser.train import TrainPaths, run_train
-
     bf16 = with_overrides(params, {"train.mixed_precision": "bf16", "train.snapshot_every": 0})
     keep = ("train_loss", "val_loss", "img_per_s", "wall_time_min", "steps")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        paths = TrainPaths(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet",
-                           DATA / "embed" / "embeddings.parquet", tmp / "model", tmp / "metrics.json",
-                           tmp / "loss.csv", tmp / "checkpoints")
-        trained = run_train(bf16, paths, track=False)
+        trained = _train(bf16, tmp)
         rows = {"bf16_autocast": {**{k: trained[k] for k in keep}, **_evaluate(params, tmp / "evaluate", tmp / "model")}}
     # The default model's own numbers, as `dvc repro` wrote them (evaluate is deterministic).
     fp32 = json.loads((DATA / "train" / "metrics.json").read_text())
@@ -221,10 +231,7 @@ def part_precision(params) -> dict:
 
 def part_loop(params, epochs: float = 0.5, rounds: int = 2) -> dict:
     """The train stage's loop itself, fp32 against bf16 autocast, alternating in the same half hour
-    (loop speeds measured hours apart on this VM differ by more than the effect). Each run is its own
-    `glyffuser train` process: accelerate fixes the precision once per process."""
-    import yaml
-
+    (loop speeds measured hours apart on this VM differ by more than the effect)."""
     # the default (channels_last on), and bf16 with NCHW, the layout of the bare step's bf16 gain
     variants = {"fp32": {"train.mixed_precision": "no"}, "bf16": {"train.mixed_precision": "bf16"},
                 "bf16, NCHW": {"train.mixed_precision": "bf16", "train.channels_last": False}}
@@ -233,13 +240,8 @@ def part_loop(params, epochs: float = 0.5, rounds: int = 2) -> dict:
         for precision, options in variants.items():
             variant = with_overrides(params, {**options, "train.epochs": epochs, "train.snapshot_every": 0})
             with tempfile.TemporaryDirectory() as tmp:
-                tmp = Path(tmp)
-                (tmp / "params.yaml").write_text(yaml.safe_dump(variant.model_dump(), allow_unicode=True))
-                subprocess.run([sys.executable, "-m", "glyffuser.cli", "train", "--params", str(tmp / "params.yaml"),
-                                "--model", str(tmp / "model"), "--metrics", str(tmp / "metrics.json"),
-                                "--curve", str(tmp / "loss.csv"), "--checkpoints", str(tmp / "checkpoints"),
-                                "--no-mlflow"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-                with (tmp / "loss.csv").open() as f:
+                _train(variant, Path(tmp))
+                with (Path(tmp) / "loss.csv").open() as f:
                     speeds = [float(row["img_per_s"]) for row in csv.DictReader(f)][1:]  # the first window holds start-up
             runs[precision].append(round(statistics.median(speeds), 1))
             print(f"round {r + 1}: {precision} train loop {runs[precision][-1]} img/s", flush=True)

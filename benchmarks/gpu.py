@@ -231,8 +231,8 @@ def sampling(p, device, glyphs: int, batch: int, steps: int, compile_backend: st
     compiled = torch.compile(unet, backend=compile_backend)
     text_length = 64  # what GlyffuserPipeline(compile=True) pads to: the encoder's max_length
 
-    def ours(model, seeds, sl, length=None):
-        sample(model, config, text[sl].cpu(), mask[sl].cpu(), empty, seeds, steps, guidance, "dpmsolver++",
+    def ours(model, seeds, sl, length=None, n_steps=steps):
+        sample(model, config, text[sl].cpu(), mask[sl].cpu(), empty, seeds, n_steps, guidance, "dpmsolver++",
                text_length=length)
 
     results = {}
@@ -240,8 +240,7 @@ def sampling(p, device, glyphs: int, batch: int, steps: int, compile_backend: st
         if name == "glyffuser_sample_compiled":  # compile on the timed shapes: two steps of one full batch
             sync(device)
             t0 = time.perf_counter()
-            sample(compiled, config, text[:batch].cpu(), mask[:batch].cpu(), empty, list(range(batch)), 2, guidance,
-                   "dpmsolver++", text_length=text_length)
+            ours(compiled, list(range(batch)), slice(0, batch), text_length, n_steps=2)
             sync(device)
             compile_s = time.perf_counter() - t0
         sync(device)

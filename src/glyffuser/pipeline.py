@@ -54,8 +54,7 @@ def guided_batch(text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor) ->
     n = text.shape[0]
     length = max(text.shape[1], empty.shape[0])
     uncond, umask = pad_tokens([empty] * n, length)
-    cond, cmask = pad_tokens(list(text), length)
-    cmask &= torch.cat([mask, torch.zeros(n, length - mask.shape[1], dtype=torch.bool)], dim=1)
+    cond, cmask = pad_text(text, mask, length)
     return torch.cat([cond, uncond]), torch.cat([cmask, umask])
 
 
