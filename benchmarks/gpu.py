@@ -7,8 +7,9 @@ Training, same UNet (profiles/gpu.yaml: 128 px, 129 M parameters with 384-d text
 - glyffuser-style step: fp16 autocast + GradScaler, batch 16, eager, plain AdamW, and the text
   encoder (MiniLM-L6's BERT shape, random weights: its cost, not its answers, matters here) run on
   every batch's token ids;
-- our step, as src/glyffuser/train.py runs it: stored text embeddings, bf16 autocast, batch 128,
-  channels_last, fused AdamW, min-SNR loss, gradient clipping, EMA — eager, then torch.compile'd.
+- our step: the train stage's own step function (glyffuser.train.TrainStep, built by build_training):
+  stored text embeddings, bf16 autocast, batch 128, channels_last, fused AdamW, min-SNR loss,
+  gradient clipping, EMA — eager, then torch.compile'd.
 FLOPs per training image come from torch.utils.flop_counter on one forward+backward; achieved
 TFLOP/s and the share of the device's dense bf16 peak follow from the measured img/s.
 
@@ -31,11 +32,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, bf16_peak, write_result  # noqa: E402
 
-from glyffuser.diffusion import diffusion_loss, sampler, training_scheduler  # noqa: E402
+from glyffuser.diffusion import sampler, training_scheduler  # noqa: E402
 from glyffuser.model import build_unet, count_parameters, denoise  # noqa: E402
 from glyffuser.params import load_params  # noqa: E402
 from glyffuser.pipeline import sample  # noqa: E402
-from glyffuser.train import Speedups, build_optimizer  # noqa: E402
+from glyffuser.train import build_training  # noqa: E402
 
 TEXT_DIM = 384
 MINILM = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
@@ -137,52 +138,35 @@ def train_glyffuser_style(p, device, batch, warmup, steps) -> dict:
             "batch": batch, "img_per_s": round(batch / per_step, 1), "first_step_s": round(first, 2)}
 
 
-def build_ours(p, device, compile_mode: str | None, speed: Speedups):
-    from diffusers.training_utils import EMAModel
-
-    torch.manual_seed(0)
-    unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
-                      p.attention_head_dim, p.pooled_text).to(device)
-    if speed.channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    opt = build_optimizer(unet, p, speed)
-    ema = EMAModel(unet.parameters(), decay=p.ema_decay, use_ema_warmup=True, power=2 / 3)
-    ema.to(device)
-    model = torch.compile(unet, backend=compile_mode) if compile_mode else unet
-    return unet, model, opt, ema
-
-
 def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channels_last: bool = True,
                fused: bool | None = None, bf16: bool = True, count_flops: bool = False, texts=None) -> dict:
-    """The train loop's step (src/glyffuser/train.py) on random images, with the speed options given.
+    """The train stage's own step (glyffuser.train.TrainStep from build_training, as run_train builds it)
+    on random images, with the speed options given.
 
     `texts(gen) -> (text, mask)` supplies text batches (e.g. real stored embeddings); default: random
-    embeddings of 4..20 tokens.
+    embeddings of 4..20 tokens. `compile_mode`: None (eager) or a torch.compile backend.
     """
-    speed = Speedups(compile=compile_mode is not None, channels_last=channels_last,
-                     fused_optimizer=device.type == "cuda" if fused is None else fused)
-    unet, model, opt, ema = build_ours(p, device, compile_mode, speed)
-    sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # each variant picks its own precision
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device.type == "cpu")
+    options = {"batch_size": batch, "compile": compile_mode is not None, "channels_last": channels_last,
+               "fused_optimizer": device.type == "cuda" if fused is None else fused}
+    q = p.model_copy(update=options)
+    trainer = build_training(q, 0, TEXT_DIM, accelerator, warmup + steps + 1, compile_backend=compile_mode or "inductor")
+    speed = trainer.speed
     gen = torch.Generator().manual_seed(0)
     x0 = (torch.rand(batch, 1, p.resolution, p.resolution, generator=gen) * 2 - 1).to(device)
     if channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
     length = 64 if compile_mode else None  # the train loop pads to max_length when compiling
-    dtype = torch.bfloat16
 
     def step():
         text, mask = texts(gen) if texts else text_batch(batch, gen, device, length)
         noise = torch.randn_like(x0)
         t = torch.randint(0, 1000, (batch,), device=device)
-        with torch.autocast(device.type, dtype=dtype, enabled=bf16):
-            pred = denoise(model, sched.add_noise(x0, noise, t), t, text.float(), mask)
-        loss = diffusion_loss(pred, x0, noise, t, sched, p.min_snr_gamma)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), p.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.step(unet.parameters())
-        loss.item()  # the loop logs the loss every step
+        trainer(x0, noise, t, text.to(device), mask.to(device))
 
     first, per_step = time_steps(step, warmup, steps, device)
     out = {"recipe": f"{'bf16 autocast' if bf16 else 'fp32'}, {'channels_last' if channels_last else 'NCHW'}, "
@@ -192,14 +176,16 @@ def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channe
     if count_flops:
         from torch.utils.flop_counter import FlopCounterMode
 
+        unet = trainer.raw_unet
         text, mask = text_batch(batch, gen, device)
         counter = FlopCounterMode(display=False)
         with counter:
-            with torch.autocast(device.type, dtype=dtype, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 pred = denoise(unet, x0, torch.randint(0, 1000, (batch,), device=device), text.float(), mask)
             pred.float().square().mean().backward()
-        opt.zero_grad(set_to_none=True)
+        trainer.optimizer.zero_grad(set_to_none=True)
         out["flop_per_image"] = counter.get_total_flops() / batch
+    AcceleratorState._reset_state(reset_partial_state=True)  # leave the process as we found it
     return out
 
 
@@ -306,8 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = load_params(args.params or ROOT / "profiles" / ("smoke.yaml" if args.smoke else "gpu.yaml")).train
     if args.smoke:
         sizes = dict(g_batch=2, o_batch=4, warmup=1, steps=2, compile_backend="eager", glyphs=4, s_batch=2, s_steps=3)
-    else:
-        torch.backends.cudnn.benchmark = True
+    else:  # no cudnn.benchmark: the train stage does not set it, and this times the train stage's step
         sizes = dict(g_batch=16, o_batch=p.batch_size, warmup=10, steps=30, compile_backend="inductor", glyphs=256,
                      s_batch=128, s_steps=20)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"

@@ -58,7 +58,134 @@ def test_render_before_sources(tmp_path):
     assert_one_line_error(glyffuser("render", cwd=tmp_path), "run the sources stage first")
 
 
-@pytest.mark.parametrize("command", ["sources", "render", "embed"])
-def test_help(command, tmp_path):
-    result = glyffuser(command, "--help", cwd=tmp_path)
-    assert result.returncode == 0 and "--params" in result.stdout
+# --- every command answers --help ---------------------------------------------------------------
+
+def all_commands():
+    from glyffuser.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+def test_every_command_has_help_and_none_is_missed(tmp_path):
+    commands = all_commands()
+    assert {"sources", "render", "embed", "train", "sample", "classifier", "evaluate", "umap", "figures"} <= set(commands)
+    for command in commands:
+        result = glyffuser(command, "--help", cwd=tmp_path)
+        assert result.returncode == 0 and "--params" in result.stdout and "usage: glyffuser " + command in result.stdout
+
+
+# --- bad input to `glyffuser sample` -------------------------------------------------------------
+
+def sample(tmp_path, tiny_model, *args):
+    write_params(tmp_path)
+    return glyffuser("sample", "--model", str(tiny_model[0]), "--steps", "2", *args, cwd=tmp_path)
+
+
+def test_prompts_file_that_is_not_utf8(tmp_path, tiny_model):
+    (tmp_path / "prompts.txt").write_bytes("a kind of fish\nsalmon; \xe9\n".encode("latin-1"))
+    result = sample(tmp_path, tiny_model, "--prompts-file", "prompts.txt", "--out", "out")
+    assert_one_line_error(result, "prompts.txt is not UTF-8 text (byte 23)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a kind of fish", "--steps", "1001"], "steps must be between 1 and the model's 1000 training timesteps, got 1001"),
+    (["a kind of fish", "--guidance", "nan"], "--guidance must be at least 0, got nan"),
+    (["a kind of fish", "--guidance", "inf"], "--guidance must be a finite number, got inf"),
+    (["a kind of fish", "--out", "fish"], "--out fish needs an image extension"),
+    (["a kind of fish", "--out", "fish.txt"], "--out fish.txt needs an image extension"),
+    (["a kind of fish", ""], "an empty prompt asks for nothing: for unconditional samples give any prompt with --guidance 0"),
+    (["   "], "an empty prompt"),
+    (["a kind of fish", "--seed", "-1"], "--seed must be at least 0"),
+])
+def test_sample_refuses_bad_settings_in_one_line(args, message, tmp_path, tiny_model):
+    result = sample(tmp_path, tiny_model, *args)
+    assert_one_line_error(result, message)
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("fish*"))
+
+
+def test_prompt_longer_than_the_encoder_keeps_is_warned_with_its_token_count(tmp_path, tiny_model):
+    long = " ".join(["a kind of large fish with scales"] * 12)  # 7 words x 12 ≈ 86 tokens > max_length 64
+    result = sample(tmp_path, tiny_model, long, "a kind of fish", "-n", "1", "--out", "long.png")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("glyffuser: warning:")]
+    assert len(warnings) == 1, result.stderr
+    assert "has 86 tokens; the encoder keeps the first 64 (embed.max_length), the rest is ignored" in warnings[0]
+    assert (tmp_path / "long.png").is_file()
+
+
+def test_prompts_file_comments_and_blank_lines_are_skipped(tmp_path, tiny_model):
+    (tmp_path / "prompts.txt").write_text("# fish first\na kind of fish\n\n  # an indented comment\na small bird\n",
+                                          encoding="utf-8")
+    result = sample(tmp_path, tiny_model, "--prompts-file", "prompts.txt", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [e["prompt"] for e in manifest] == ["a kind of fish", "a small bird"]
+
+
+def test_prompts_file_writes_beside_what_the_folder_holds(tmp_path, tiny_model):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("the user's own notes")
+    (out / "000-seed0.png").write_bytes(b"an older sample of ours, replaced")
+    (tmp_path / "prompts.txt").write_text("a kind of fish\n", encoding="utf-8")
+    result = sample(tmp_path, tiny_model, "--prompts-file", "prompts.txt", "-n", "2", "--out", "mine")
+    assert result.returncode == 0, result.stderr
+    assert (out / "keep.txt").read_text() == "the user's own notes"
+    assert sorted(p.name for p in out.iterdir()) == ["000-seed0.png", "000-seed1.png", "keep.txt", "manifest.json"]
+    assert (out / "000-seed0.png").read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_malformed_model_info(tmp_path, tiny_model):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model[0], model)
+    (model / "glyffuser.json").write_text('{"encoder": ')
+    result = sample(tmp_path, (model,), "a kind of fish")
+    assert_one_line_error(result, "glyffuser.json is not readable JSON")
+    (model / "glyffuser.json").write_text('{"encoder": "x"}')
+    assert_one_line_error(sample(tmp_path, (model,), "a kind of fish"), "glyffuser.json lacks 'encoder_sha256'")
+
+
+# --- bad tables and manifests -------------------------------------------------------------------
+
+def test_malformed_sources_manifest(tmp_path, sources_dir):
+    write_params(tmp_path)
+    shutil.copytree(sources_dir, tmp_path / "data" / "sources")
+    manifest = tmp_path / "data" / "sources" / "sources.json"
+    for text in ("not json", "[1, 2]", '{"font": "x"}'):
+        manifest.write_text(text)
+        assert_one_line_error(glyffuser("render", cwd=tmp_path), "sources.json is not a sources manifest")
+
+
+def _definitions_copy(rendered, tmp_path, drop=None, meta=None):
+    import pyarrow.parquet as pq
+
+    out, _ = rendered
+    table = pq.read_table(out.definitions)
+    if drop:
+        table = table.drop_columns([drop])
+    if meta is not None:
+        table = table.replace_schema_metadata({b"glyffuser": meta})
+    path = tmp_path / "definitions.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_parquet_table_missing_a_column(tmp_path, rendered):
+    write_params(tmp_path)
+    path = _definitions_copy(rendered, tmp_path, drop="definition")
+    result = glyffuser("embed", "--definitions", str(path), "--out", "e.parquet", cwd=tmp_path)
+    assert_one_line_error(result, "definitions.parquet has no column 'definition' (it has codepoint, character,")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+@pytest.mark.parametrize("meta", [b"{not json", b"[1, 2]"])
+def test_parquet_metadata_that_is_not_ours(meta, tmp_path, rendered):
+    write_params(tmp_path)
+    path = _definitions_copy(rendered, tmp_path, meta=meta)
+    result = glyffuser("embed", "--definitions", str(path), "--out", "e.parquet", cwd=tmp_path)
+    assert_one_line_error(result, "definitions.parquet: its 'glyffuser' metadata is not a JSON object")

@@ -116,3 +116,39 @@ def test_figures_from_the_tiny_model(evaluated, rendered, tiny_model, sources_di
     with pytest.raises(GlyffuserError, match="pixel_glyph"):
         run_figures(bad, FigurePaths(tiny_model[0], out.definitions, out.glyphs, tmp_path / "umap" / "points.parquet",
                                      tmp_path / "figures2"), track=False)
+
+
+def test_evaluate_refuses_embeddings_of_other_characters(evaluated, tmp_path):
+    import pyarrow.compute as pc
+
+    p, paths, _, _ = evaluated
+    table = pq.read_table(paths.embeddings)
+    fewer = table.filter(pc.less(table["codepoint"], 0x9C00))  # the water and low fish codepoints only
+    pq.write_table(fewer, tmp_path / "embeddings.parquet")
+    other = EvaluatePaths(paths.model, paths.classifier, paths.definitions, paths.glyphs, tmp_path / "embeddings.parquet",
+                          tmp_path / "eval")
+    with pytest.raises(GlyffuserError, match=r"embeddings.parquet has no embedding of U\+9C.*re-run the embed stage"):
+        run_evaluate(p, other, track=False)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_incompatible_classifier_is_one_clear_error(evaluated, tmp_path):
+    import shutil
+
+    import torch
+
+    from glyffuser.classifier import RadicalNet, load_classifier
+
+    _, paths, _, _ = evaluated
+    folder = tmp_path / "classifier"
+    shutil.copytree(paths.classifier, folder)
+    other = RadicalNet(16, width=4)  # another resolution and width than its header says
+    torch.save({"state_dict": other.state_dict(), "resolution": 16, "width": 8}, folder / "classifier.pt")
+    with pytest.raises(GlyffuserError, match="is not a radical classifier this version can load .RuntimeError"):
+        load_classifier(folder)
+    torch.save({"weights": {}}, folder / "classifier.pt")
+    with pytest.raises(GlyffuserError, match="is not a radical classifier this version can load .KeyError"):
+        load_classifier(folder)
+    (folder / "classifier.pt").write_bytes(b"not a torch file")
+    with pytest.raises(GlyffuserError, match="cannot read the radical classifier"):
+        load_classifier(folder)

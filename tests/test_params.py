@@ -26,6 +26,10 @@ def test_repo_params_and_profiles_validate():
         ("render.ranges", [], "at least one range"),
         ("render.split.test", 0.96, "train split"),
         ("embed.max_length", 0, "embed.max_length"),
+        ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
+        ("base.seed", 2**32, "base.seed: Input should be less than 4294967296"),
+        ("sample.guidance", float("nan"), "sample.guidance: Input should be a finite number"),
+        ("train.eval_guidance", float("inf"), "train.eval_guidance: Input should be a finite number"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):
@@ -59,3 +63,18 @@ def test_unreadable_files(tmp_path):
 def test_parse_range():
     assert parse_range("U+3400-U+4DBF") == (0x3400, 0x4DBF)
     assert parse_range("U+20000-U+2A6DF") == (0x20000, 0x2A6DF)
+
+
+@pytest.mark.parametrize("key", ["nosuch.seed", "render.nosuch.validation", "base.seed.deeper"])
+def test_unknown_override_key_is_one_clear_error(key):
+    with pytest.raises(GlyffuserError, match=f"unknown parameter '{key}'"):
+        with_overrides(load_params(REPO / "params.yaml"), {key: 1})
+
+
+def test_largest_seed_trains_its_generators():
+    from glyffuser.train import _epoch_permutation, _step_generator
+
+    seed = 2**32 - 1  # derived seeds overflow 64 bits unless folded
+    assert _step_generator(seed, 3, 10**6).initial_seed() < 2**63
+    assert len(_epoch_permutation(seed, 99, 10)) == 10
+    assert _step_generator(0, 0, 7).initial_seed() == 7  # small seeds are unchanged by the folding

@@ -131,20 +131,24 @@ def test_mlflow_records_the_run(short, rendered, embeddings_path, tmp_path, monk
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("DVC_EXP_NAME", "test-exp")
-    p = with_overrides(short, {"train.eval_every": 10})
+    # eval_every 7 is no multiple of log_every 5: validation still runs on its own cadence
+    p = with_overrides(short, {"train.eval_every": 7})
     paths = train_paths(tmp_path / "run", rendered, embeddings_path)
     run_train(p, paths, track=True)
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("glyffuser")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not GenAI traces
     (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "train · test-exp" and run.data.tags["stage"] == "train"
     assert run.data.params["train.lr"] == str(p.train.lr)
     assert run.data.tags["dvc_experiment"] == "test-exp" and run.data.tags["git_commit"]
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 4
-    assert client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [7, 14, 21, 26]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert {"model/unet", "model/scheduler", "model/glyffuser.json"} <= artifacts
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
-    assert images, "sample grids were not logged"
+    for step in (7, 14, 21, 26):  # one validation sample grid per evaluation, named with its step
+        assert any(name.startswith(f"images/samples+step+{step}+") and name.endswith(".png") for name in images), step
     assert (tmp_path / "mlartifacts").is_dir()  # artifacts beside the store, not in the cwd
     # The model names its run, so the evaluate/umap/figures stages can log into it.
     info = json.loads((paths.model / "glyffuser.json").read_text())

@@ -197,8 +197,8 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
 
     u = params.umap
     start = time.perf_counter()
-    defs, _ = read_table(definitions)
-    table, _ = read_table(glyphs)
+    defs, _ = read_table(definitions, required=("codepoint", "character", "definition", "radical", "split"))
+    table, _ = read_table(glyphs, required=("png",))
     chars = defs.column("character").to_pylist()
     radicals = defs.column("radical").to_numpy().astype(np.int64)
     manifest = SourceManifest.read(sources)
@@ -216,7 +216,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
     # Samples from the evaluate stage, projected with the same PCA and UMAP.
     sample_xy, sample_kinds, sample_text, sample_pngs, sample_pred = np.zeros((0, 2)), [], [], [], []
     if samples_path is not None:
-        st, _ = read_table(samples_path)
+        st, _ = read_table(samples_path, required=("kind", "prompt", "predicted_radical", "png"))
         keep = [i for i, k in enumerate(st.column("kind").to_pylist()) if k in ("heldout", "grid", "empty")]
         if keep:
             st = st.take(keep)

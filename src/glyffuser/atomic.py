@@ -27,16 +27,25 @@ def atomic_outputs(*paths: str | Path, dirs: bool = False) -> Iterator[list[Path
     """Yield temporary paths standing in for `paths`; move them into place on success.
 
     With `dirs=True` each temporary path is an empty directory, else a file path not yet created.
+    The temporary paths sit in one hidden staging folder per destination folder, so that the final
+    renames stay on one file system. Only `paths` are replaced: whatever else their folders hold stays.
     On an exception every temporary path is removed and the real outputs are left untouched.
     """
     finals = [Path(p) for p in paths]
+    if len(set(finals)) != len(finals):
+        raise ValueError("atomic_outputs got the same output twice")
     temps: list[Path] = []
     with ExitStack() as stack:
+        staging: dict[Path, Path] = {}
         for final in finals:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-            stack.callback(_remove, tmp)
-            temps.append(tmp if dirs else tmp / final.name)
+            if final.parent not in staging:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                staging[final.parent] = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+                stack.callback(_remove, staging[final.parent])
+            tmp = staging[final.parent] / final.name
+            if dirs:
+                tmp.mkdir()
+            temps.append(tmp)
         yield temps
         for final, tmp in zip(finals, temps):
             if not tmp.exists():

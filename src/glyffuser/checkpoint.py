@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -16,8 +19,23 @@ import torch
 from glyffuser.errors import GlyffuserError
 
 
+_MARKER = re.compile(r"^step-(\d{8})\.json$")
+
+
 def _steps(folder: Path) -> list[int]:
-    return sorted(int(p.stem.split("-")[1]) for p in folder.glob("step-*.json")) if folder.is_dir() else []
+    """Steps with a completion marker; anything else in the folder (a user's notes, a .tmp left by a
+    kill) is ignored."""
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _MARKER.match(p.name)))
+
+
+def pause_point(name: str) -> None:
+    """With GLYFFUSER_PAUSE_AT=name the process says so on stderr and waits there, so that a test can
+    SIGKILL a real training at exactly this point (mid-step, mid-checkpoint). A no-op otherwise."""
+    if os.environ.get("GLYFFUSER_PAUSE_AT") == name:
+        print(f"glyffuser: paused at {name}", file=sys.stderr, flush=True)
+        time.sleep(3600)
 
 
 def save_checkpoint(folder: Path, step: int, state: dict, fingerprint: str, keep: int) -> Path:
@@ -26,6 +44,7 @@ def save_checkpoint(folder: Path, step: int, state: dict, fingerprint: str, keep
     tmp = path.with_suffix(".pt.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+    pause_point(f"checkpoint:{step}")  # the weights are in place, the marker that vouches for them is not
     marker = path.with_suffix(".json")
     marker.with_suffix(".json.tmp").write_text(json.dumps({"step": step, "fingerprint": fingerprint}))
     os.replace(marker.with_suffix(".json.tmp"), marker)

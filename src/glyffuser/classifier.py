@@ -24,6 +24,7 @@ from glyffuser.atomic import atomic_outputs
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import pngs_to_tensor
 from glyffuser.params import Params
+from glyffuser.progress import progress
 from glyffuser.tables import read_table
 
 NUM_RADICALS = 214
@@ -41,8 +42,8 @@ class LabelledGlyphs:
 
 
 def load_glyph_splits(definitions_path: Path, glyphs_path: Path, resolution: int) -> dict[str, LabelledGlyphs]:
-    defs, _ = read_table(definitions_path)
-    glyphs, _ = read_table(glyphs_path)
+    defs, _ = read_table(definitions_path, required=("codepoint", "definition", "radical", "split"))
+    glyphs, _ = read_table(glyphs_path, required=("codepoint", "png"))
     codepoints = defs.column("codepoint").to_numpy()
     if glyphs.column("codepoint").to_pylist() != codepoints.tolist():
         raise GlyffuserError(f"{glyphs_path} and {definitions_path} list different characters: re-run the render stage")
@@ -112,7 +113,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_classifier(train: LabelledGlyphs, epochs: int, batch_size: int, lr: float, width: int, seed: int,
-                     shuffle_labels: bool = False, progress: bool = False) -> RadicalNet:
+                     weight_decay: float = 0.05, label_smoothing: float = 0.1, shuffle_labels: bool = False,
+                     show_progress: bool = False) -> RadicalNet:
     """AdamW + one-cycle LR on augmented batches. `shuffle_labels` trains on permuted labels (a control)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -121,22 +123,21 @@ def train_classifier(train: LabelledGlyphs, epochs: int, batch_size: int, lr: fl
         labels = labels[torch.randperm(len(labels), generator=gen)]
     net = RadicalNet(train.images.shape[-1], width)
     steps_per_epoch = max(1, len(labels) // batch_size)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
     net.train()
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(labels), generator=gen)
-        for i in range(steps_per_epoch):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(net(augment(train.images[idx], gen)), labels[idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if progress:
-            print(f"classifier epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
+    with progress(epochs * steps_per_epoch, desc="classifier", unit="step", disable=not show_progress) as bar:
+        for epoch in range(epochs):
+            order = torch.randperm(len(labels), generator=gen)
+            for i in range(steps_per_epoch):
+                idx = order[i * batch_size:(i + 1) * batch_size]
+                loss = F.cross_entropy(net(augment(train.images[idx], gen)), labels[idx], label_smoothing=label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
     return net.eval()
 
 
@@ -167,10 +168,18 @@ def load_classifier(folder: Path) -> tuple[RadicalNet, dict]:
         report = json.loads((folder / REPORT).read_text())
     except FileNotFoundError:
         raise GlyffuserError(f"no radical classifier in {folder}: run the classifier stage (dvc repro classifier)") from None
-    except (RuntimeError, json.JSONDecodeError) as err:
-        raise GlyffuserError(f"cannot read the radical classifier in {folder}: {str(err).splitlines()[0]}") from None
-    net = RadicalNet(state["resolution"], state["width"])
-    net.load_state_dict(state["state_dict"])
+    except Exception as err:  # torch raises many kinds for a foreign or truncated file; json a ValueError
+        raise GlyffuserError(f"cannot read the radical classifier in {folder}: {type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:120]}") from None
+    try:
+        net = RadicalNet(state["resolution"], state["width"])
+        net.load_state_dict(state["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:  # another layout, another width, another resolution
+        raise GlyffuserError(f"{folder / WEIGHTS} is not a radical classifier this version can load "
+                             f"({type(err).__name__}: {str(err).splitlines()[0][:120]}): re-run the classifier "
+                             "stage (dvc repro -f classifier)") from None
+    if not isinstance(report, dict) or "test_accuracy" not in report:
+        raise GlyffuserError(f"{folder / REPORT} is not the classifier's report: re-run the classifier stage")
     return net.eval(), report
 
 
@@ -184,7 +193,8 @@ def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -
     c = params.classifier
     splits = load_glyph_splits(definitions, glyphs, params.train.resolution)
     start = time.perf_counter()
-    net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width, params.base.seed, progress=True)
+    net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width, params.base.seed, c.weight_decay,
+                           c.label_smoothing, show_progress=True)
     minutes = (time.perf_counter() - start) / 60
     report = {
         "test_accuracy": accuracy(net, splits["test"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -48,23 +49,36 @@ def _cmd_train(args: argparse.Namespace) -> dict:
 
 
 def _cmd_sample(args: argparse.Namespace) -> dict:
-    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.pipeline import GlyffuserPipeline, check_sampling
     from glyffuser.sampling import read_prompts, sample_files, sample_grid
 
     if args.prompt and args.prompts_file:
         raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
     for name, value, least in (("-n", args.n, 1), ("--steps", args.steps, 1), ("--guidance", args.guidance, 0)):
-        if value is not None and value < least:
+        if value is not None and not value >= least:  # also refuses nan
             raise GlyffuserError(f"{name} must be at least {least}, got {value}")
+    if args.guidance is not None and not math.isfinite(args.guidance):
+        raise GlyffuserError(f"--guidance must be a finite number, got {args.guidance}")
+    if any(not p.strip() for p in args.prompt):
+        raise GlyffuserError("an empty prompt asks for nothing: for unconditional samples give any prompt with --guidance 0")
+    if args.out is not None and not args.prompts_file:
+        from PIL import Image
+
+        Image.init()
+        if args.out.suffix.lower() not in Image.registered_extensions():
+            raise GlyffuserError(f"--out {args.out} needs an image extension (.png, .jpg, .webp, ...) for the grid")
+    if args.seed < 0:
+        raise GlyffuserError(f"--seed must be at least 0, got {args.seed}")
     s = load_params(args.params).sample
     steps = s.steps if args.steps is None else args.steps
     guidance = s.guidance if args.guidance is None else args.guidance
     scheduler = args.scheduler or s.scheduler
     compile = s.compile if args.compile is None else args.compile
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else None
     pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile)
-    if args.prompts_file:
-        return sample_files(pipe, read_prompts(args.prompts_file), args.n or 1, steps, guidance, scheduler,
-                            args.seed, args.out or Path("samples"))
+    check_sampling(steps, guidance, pipe.scheduler_config)
+    if prompts:
+        return sample_files(pipe, prompts, args.n or 1, steps, guidance, scheduler, args.seed, args.out or Path("samples"))
     if args.prompt:
         return sample_grid(pipe, args.prompt, args.n or 4, steps, guidance, scheduler, args.seed,
                            args.out or Path("samples.png"))
@@ -146,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sample", _cmd_sample, "generate glyphs from English prompts with a trained model")
     p.add_argument("prompt", nargs="*", help="prompts; none: the fixed grid of params `sample` (the DVC stage)")
-    p.add_argument("--prompts-file", type=Path, help="one prompt per line; writes one PNG per sample + manifest.json")
+    p.add_argument("--prompts-file", type=Path,
+                   help="UTF-8, one prompt per line (blank lines and lines starting with # are skipped); writes one "
+                        "PNG per sample + manifest.json into --out, beside what that folder already holds")
     p.add_argument("-n", type=int, help="samples per prompt (default: 4, 1 with --prompts-file, sample.seeds for the grid)")
     p.add_argument("--steps", type=int, help="sampler steps (default: sample.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")

@@ -38,8 +38,8 @@ class TrainingData:
 
 
 def load_training_data(definitions_path: Path, glyphs_path: Path, embeddings_path: Path, resolution: int) -> TrainingData:
-    defs, _ = read_table(definitions_path)
-    glyphs, _ = read_table(glyphs_path)
+    defs, _ = read_table(definitions_path, required=("codepoint", "definition", "radical", "split"))
+    glyphs, _ = read_table(glyphs_path, required=("codepoint", "png"))
     emb = load_embeddings(embeddings_path)
     codepoints = defs.column("codepoint").to_numpy()
     texts = defs.column("definition").to_pylist()

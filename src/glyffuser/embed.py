@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from tqdm import tqdm
 
 from glyffuser.atomic import atomic_outputs
 from glyffuser.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import EmbedParams
+from glyffuser.progress import progress
 from glyffuser.tables import read_table, write_table
 
 EMPTY_PROMPT_CODEPOINT = -1
@@ -48,12 +48,12 @@ def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> di
     order = sorted(range(len(all_texts)), key=lambda i: len(all_texts[i]))
     hidden: list[np.ndarray | None] = [None] * len(all_texts)
     truncated = [False] * len(all_texts)
-    with tqdm(total=len(order), desc="embed", unit="text", mininterval=2) as bar:
+    with progress(len(order), desc="embed", unit="text") as bar:
         for start in range(0, len(order), params.batch_size):
             idx = order[start : start + params.batch_size]
-            states, cut = encoder.encode([all_texts[i] for i in idx])
-            for i, s, c in zip(idx, states, cut):
-                hidden[i], truncated[i] = s, c
+            states, lengths = encoder.encode([all_texts[i] for i in idx])
+            for i, s, n in zip(idx, states, lengths):
+                hidden[i], truncated[i] = s, n > params.max_length
             bar.update(len(idx))
 
     dim = encoder.dim
@@ -98,7 +98,10 @@ class Embeddings:
 
 
 def load_embeddings(path: Path) -> Embeddings:
-    table, meta = read_table(path)
+    table, meta = read_table(path, required=("codepoint", "n_tokens", "hidden"))
+    missing = [k for k in ("dim", "encoder_sha256", "max_length") if k not in meta]
+    if missing:
+        raise GlyffuserError(f"{path}: its metadata lacks {missing[0]!r}: re-run the embed stage (dvc repro embed)")
     codepoints = table.column("codepoint").to_numpy()
     n_tokens = table.column("n_tokens").to_numpy().astype(np.int64)
     dim = int(meta["dim"])

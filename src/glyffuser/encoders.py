@@ -127,14 +127,14 @@ class TextEncoder:
         return AutoModel.from_pretrained(self.resolved.path)
 
     @torch.inference_mode()
-    def encode(self, texts: list[str]) -> tuple[list[np.ndarray], list[bool]]:
-        """[(n_tokens_i, dim) float32 array per text], [was the text truncated to max_length]."""
-        full_lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
+    def encode(self, texts: list[str]) -> tuple[list[np.ndarray], list[int]]:
+        """[(n_tokens_i, dim) float32 array per text], [the text's token count before truncation to max_length]."""
+        full_lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()  # (B, L, dim)
         counts = batch["attention_mask"].sum(dim=1).tolist()
-        return [hidden[i, : counts[i]] for i in range(len(texts))], [n > self.max_length for n in full_lengths]
+        return [hidden[i, : counts[i]] for i in range(len(texts))], full_lengths
 
 
 def quiet_transformers() -> None:

@@ -33,6 +33,7 @@ from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe,
 from glyffuser.model import pool_text
 from glyffuser.params import Params
 from glyffuser.pipeline import GlyffuserPipeline
+from glyffuser.progress import progress
 from glyffuser.tables import write_table
 from glyffuser.tracking import log_to_model_run
 
@@ -51,12 +52,15 @@ class EvaluatePaths:
         return self.out / "metrics.json"
 
 
+BATCH = 64  # glyphs per sampler batch
+
+
 def _draw(pipe: GlyffuserPipeline, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, seeds: list[int],
-          params: Params, guidance: float | None = None, batch: int = 64) -> torch.Tensor:
+          params: Params, bar, guidance: float | None = None) -> torch.Tensor:
     s = params.sample
     g = s.guidance if guidance is None else guidance
-    out = [pipe.sample(text[i:i + batch], mask[i:i + batch], empty, seeds[i:i + batch], s.steps, g, s.scheduler)
-           for i in range(0, len(seeds), batch)]
+    out = [pipe.sample(text[i:i + BATCH], mask[i:i + BATCH], empty, seeds[i:i + BATCH], s.steps, g, s.scheduler, bar)
+           for i in range(0, len(seeds), BATCH)]
     return torch.cat(out)  # (N,1,R,R) in [-1,1]
 
 
@@ -104,6 +108,10 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> di
     if emb.meta.get("encoder_sha256", pipe.info["encoder_sha256"]) != pipe.info["encoder_sha256"]:
         raise GlyffuserError(f"{paths.embeddings} comes from another text encoder than the model in {paths.model}")
     row_of = {int(cp): i for i, cp in enumerate(emb.codepoints)}
+    if missing := [int(cp) for cp in np.concatenate([train.codepoints, test.codepoints]) if int(cp) not in row_of]:
+        raise GlyffuserError(f"{paths.embeddings} has no embedding of U+{missing[0]:04X} ({len(missing)} characters "
+                             f"missing): it was made from other definitions than {paths.definitions}; re-run the embed "
+                             "stage (dvc repro embed)")
     rng = np.random.default_rng(params.base.seed)
 
     # Held-out definitions: N test characters, K samples each; the controls reuse the same targets.
@@ -116,15 +124,22 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> di
     k = e.samples_per_character
     rep = np.repeat(np.arange(n), k)
     text, mask = emb.hidden[rows], emb.mask[rows]
-    print(f"evaluate: {n * k} held-out samples, {n} empty-prompt, {n} shuffled, {len(s.prompts) * s.seeds} grid", flush=True)
-    heldout = _draw(pipe, text[rep], mask[rep], emb.empty_hidden, list(range(n * k)), params)
-    empty = _draw(pipe, text, mask, emb.empty_hidden, list(range(10_000, 10_000 + n)), params, guidance=0.0)
+    n_grid = len(s.prompts) * s.seeds
+    print(f"evaluate: {n * k} held-out samples, {n} empty-prompt, {n} shuffled, {n_grid} grid", flush=True)
+    batches = sum(-(-size // BATCH) for size in (n * k, n, n, n_grid))
     order = rng.permutation(n)  # a random cycle: every character gets another one's definition
     shuffle = np.empty(n, dtype=np.int64)
     shuffle[order] = np.roll(order, -1)
-    shuffled = _draw(pipe, text[shuffle], mask[shuffle], emb.empty_hidden, list(range(20_000, 20_000 + n)), params)
-    grid_images = pipe(s.prompts, num_images=s.seeds, steps=s.steps, guidance=s.guidance, scheduler=s.scheduler,
-                       seed=0)
+    with progress(batches * s.steps, desc="evaluate: sampling", unit="step") as bar:
+        heldout = _draw(pipe, text[rep], mask[rep], emb.empty_hidden, list(range(n * k)), params, bar)
+        empty = _draw(pipe, text, mask, emb.empty_hidden, list(range(10_000, 10_000 + n)), params, bar, guidance=0.0)
+        shuffled = _draw(pipe, text[shuffle], mask[shuffle], emb.empty_hidden, list(range(20_000, 20_000 + n)),
+                         params, bar)
+        grid_text, grid_mask, grid_empty = pipe.encode(s.prompts)
+        grid_rows = np.repeat(np.arange(len(s.prompts)), s.seeds)
+        grid_images = tensor_to_images(_draw(pipe, grid_text[grid_rows], grid_mask[grid_rows], grid_empty,
+                                             list(range(s.seeds)) * len(s.prompts), params, bar))
+    # judged as saved: 8-bit, like the sample stage's grid
     grid = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1)[None] for im in grid_images])
     grid_targets = np.repeat([e.prompt_radicals[p] for p in s.prompts], s.seeds)
     sampling_minutes = (time.perf_counter() - start) / 60

@@ -216,7 +216,7 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     res = pipe.unet.config.sample_size
     defs, _ = read_table(paths.definitions, columns=["codepoint"])
-    glyphs, _ = read_table(paths.glyphs)
+    glyphs, _ = read_table(paths.glyphs, required=("png",))
     codepoints = defs.column("codepoint").to_pylist()
     if ord(f.pixel_glyph) not in codepoints:
         raise GlyffuserError(f"figures.pixel_glyph {f.pixel_glyph!r} is not among the rendered glyphs (render.ranges)")

@@ -24,7 +24,8 @@ class _Group(BaseModel):
 
 
 class BaseParams(_Group):
-    seed: int
+    # numpy and torch take seeds in [0, 2^32) everywhere we pass one; derived seeds are folded in range
+    seed: Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class SourcesParams(_Group):
@@ -111,6 +112,8 @@ class TrainParams(_Group):
     checkpoint_every: Annotated[int, Field(ge=1)]
     keep_checkpoints: Annotated[int, Field(ge=1)]
     val_images: Annotated[int, Field(ge=0)]
+    eval_steps: Annotated[int, Field(ge=1, le=1000)]
+    eval_guidance: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     snapshot_every: Annotated[int, Field(ge=0)]
     compile: Literal["auto"] | bool
     channels_last: Literal["auto"] | bool
@@ -136,7 +139,7 @@ class SampleParams(_Group):
     prompts: Annotated[list[str], Field(min_length=1)]
     seeds: Annotated[int, Field(ge=1, le=64)]
     steps: Annotated[int, Field(ge=1, le=1000)]
-    guidance: Annotated[float, Field(ge=0)]
+    guidance: Annotated[float, Field(ge=0, allow_inf_nan=False)]
     scheduler: Literal["ddpm", "ddim", "dpmsolver++"]
     bf16: Literal["auto"] | bool
     compile: bool
@@ -150,6 +153,8 @@ class ClassifierParams(_Group):
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=2)]
     lr: Annotated[float, Field(gt=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)]
     width: Annotated[int, Field(ge=4)]
 
 
@@ -241,9 +246,11 @@ def with_overrides(params: Params, overrides: dict[str, object]) -> Params:
     for dotted, value in overrides.items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for i, key in enumerate(parents):
+            if not isinstance(node, dict) or key not in node:
+                raise GlyffuserError(f"unknown parameter {dotted!r}: no group {'.'.join(parents[:i + 1])!r}")
             node = node[key]
-        if leaf not in node:
+        if not isinstance(node, dict) or leaf not in node:
             raise GlyffuserError(f"unknown parameter {dotted!r}")
         node[leaf] = value
     return parse_params(data, Path("<overrides>"))

@@ -11,12 +11,13 @@ unconditional (empty prompt) halves in one batched forward.
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from PIL import Image
-from tqdm import tqdm
 
 from glyffuser.diffusion import sampler
 from glyffuser.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
@@ -67,18 +68,29 @@ def pad_text(text: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch
             torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1))
 
 
+def check_sampling(steps: int, guidance: float, scheduler_config: dict) -> None:
+    """Refuse settings no sampler can honour, in one sentence, before any work."""
+    timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+    if not 1 <= steps <= timesteps:
+        raise GlyffuserError(f"steps must be between 1 and the model's {timesteps} training timesteps, got {steps}")
+    if not math.isfinite(guidance) or guidance < 0:
+        raise GlyffuserError(f"guidance must be a finite number >= 0, got {guidance}")
+
+
 @torch.inference_mode()
 def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
            empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
-           progress: bool = False, callback=None, bf16: bool | None = None,
+           progress=None, callback=None, bf16: bool | None = None,
            text_length: int | None = None) -> torch.Tensor:
     """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1].
 
+    `progress`: a progress bar (glyffuser.progress) advanced by one per step.
     `callback(i, t, x)`, if given, sees the noisy batch x_t after each step i (for animations).
     `bf16`: autocast the UNet to bfloat16; None = where the hardware has it (`native_bf16`).
     `text_length`: pad the text to this many (masked-out) tokens, so that a torch.compile'd UNet sees
     the same shape whatever the prompts; the padding changes no output beyond rounding.
     """
+    check_sampling(steps, guidance, scheduler_config)
     device = unet.device
     res = unet.config.sample_size
     sched = sampler(scheduler, scheduler_config)
@@ -95,7 +107,7 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
     text, mask = text.to(device, torch.float32), mask.to(device)
     noise_gen = torch.Generator(device=device).manual_seed(seeds[0] + 1_000_003)  # DDPM's per-step noise
     use_bf16 = native_bf16(device) if bf16 is None else bf16
-    for i, t in enumerate(tqdm(sched.timesteps, desc="sample", unit="step", disable=not progress, leave=False)):
+    for i, t in enumerate(sched.timesteps):
         inp = sched.scale_model_input(x, t)
         both = guidance not in (0, 1)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -107,15 +119,28 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
         x = sched.step(out, t, x, generator=noise_gen).prev_sample if scheduler == "ddpm" else sched.step(out, t, x).prev_sample
         if callback is not None:
             callback(i, t, x.float().cpu())
+        if progress is not None:
+            progress.update(1)
     return x.clamp(-1, 1).float().cpu()
+
+
+# What sampling needs from glyffuser.json (the train stage writes more).
+MODEL_INFO_KEYS = ("encoder", "encoder_sha256", "max_length", "resolution")
 
 
 def read_model_info(path: Path) -> dict:
     """glyffuser.json of a model folder: encoder, resolution, schedule, MLflow run."""
+    file = Path(path) / MODEL_INFO
     try:
-        return json.loads((Path(path) / MODEL_INFO).read_text())
+        info = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise GlyffuserError(f"{path} is not a glyffuser model folder (no {MODEL_INFO}); train one with dvc repro train") from None
+    except (ValueError, OSError) as err:
+        raise GlyffuserError(f"{file} is not readable JSON ({str(err).splitlines()[0]}): retrain, or restore the file") from None
+    missing = [k for k in MODEL_INFO_KEYS if k not in info] if isinstance(info, dict) else ["an object"]
+    if missing:
+        raise GlyffuserError(f"{file} lacks {missing[0]!r}: it was not written by the train stage")
+    return info
 
 
 class GlyffuserPipeline:
@@ -159,7 +184,7 @@ class GlyffuserPipeline:
         return self._compiled
 
     def sample(self, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, seeds: list[int], steps: int,
-               guidance: float, scheduler: str = "dpmsolver++", progress: bool = False, callback=None) -> torch.Tensor:
+               guidance: float, scheduler: str = "dpmsolver++", progress=None, callback=None) -> torch.Tensor:
         """`sample` with this pipeline's UNet, schedule and settings: (N, L, D) text -> (N, 1, R, R) in [-1, 1]."""
         return sample(self.denoiser, self.scheduler_config, text, mask, empty, seeds, steps, guidance, scheduler,
                       progress, callback, self.bf16, self.info["max_length"] if self.compile else None)
@@ -184,7 +209,12 @@ class GlyffuserPipeline:
 
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, L, D) token states, (N, L) mask, (L0, D) empty prompt — rounded to fp16 as stored for training."""
-        states, _ = self.encoder.encode(list(prompts) + [""])
+        states, lengths = self.encoder.encode(list(prompts) + [""])
+        for prompt, n in zip(prompts, lengths):
+            if n > self.info["max_length"]:  # as in training, where the embed stage counted them
+                print(f"glyffuser: warning: prompt {prompt[:40]!r}{'…' * (len(prompt) > 40)} has {n} tokens; the encoder "
+                      f"keeps the first {self.info['max_length']} (embed.max_length), the rest is ignored",
+                      file=sys.stderr)
         rows = [torch.from_numpy(s).half() for s in states]
         text, mask = pad_tokens(rows[:-1])
         return text, mask, rows[-1]
@@ -192,14 +222,18 @@ class GlyffuserPipeline:
     def __call__(self, prompts: list[str] | str, num_images: int = 1, steps: int = 20, guidance: float = 5.0,
                  scheduler: str = "dpmsolver++", seed: int = 0, progress: bool = False,
                  batch_size: int = 64) -> list[Image.Image]:
-        """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
+        """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]. `progress`: show a bar."""
+        from glyffuser.progress import progress as progress_bar
+
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         text, mask, empty = self.encode(prompts)
         rows = torch.repeat_interleave(torch.arange(len(prompts)), num_images)
         seeds = [seed + j for _ in prompts for j in range(num_images)]
         out = []
-        for start in range(0, len(seeds), batch_size):
-            sl = slice(start, start + batch_size)
-            out.append(self.sample(text[rows[sl]], mask[rows[sl]], empty, seeds[sl], steps, guidance, scheduler,
-                                   progress))
+        batches = range(0, len(seeds), batch_size)
+        with progress_bar(len(batches) * steps, desc="sample", unit="step", disable=not progress) as bar:
+            for start in batches:
+                sl = slice(start, start + batch_size)
+                out.append(self.sample(text[rows[sl]], mask[rows[sl]], empty, seeds[sl], steps, guidance, scheduler,
+                                       bar))
         return tensor_to_images(torch.cat(out))

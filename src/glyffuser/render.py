@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from glyffuser.atomic import atomic_outputs
 from glyffuser.errors import GlyffuserError
 from glyffuser.glyphs import GlyphRenderer, from_png, to_png
 from glyffuser.params import Params
+from glyffuser.progress import progress
 from glyffuser.sources import SourceManifest
 from glyffuser.tables import write_table
 from glyffuser.unihan import clean_definition, parse_radical_strokes, read_field, split_of
@@ -56,7 +56,7 @@ def run_render(params: Params, sources_dir: Path, out: RenderOutputs) -> dict:
                                              "radical", "residual_strokes", "split")}
     pngs: list[bytes] = []
     counts = {"cleaned": 0, "empty_after_cleaning": 0, "undrawable": 0}
-    for cp in tqdm(with_definition, desc="render", unit="glyph", mininterval=2):
+    for cp in progress(desc="render", unit="glyph", iterable=with_definition, total=len(with_definition)):
         raw = definitions[cp]
         definition = clean_definition(raw)
         counts["cleaned"] += definition != raw

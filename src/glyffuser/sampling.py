@@ -13,10 +13,13 @@ from glyffuser.pipeline import GlyffuserPipeline
 
 
 def read_prompts(path: Path) -> list[str]:
+    """One prompt per line of a UTF-8 file; blank lines and lines starting with # (comments) are skipped."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise GlyffuserError(f"cannot read prompts file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise GlyffuserError(f"prompts file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise GlyffuserError(f"prompts file {path} holds no prompt (one per line)")
@@ -39,16 +42,19 @@ def sample_grid(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, st
 
 def sample_files(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, steps: int, guidance: float,
                  scheduler: str, seed: int, out_dir: Path) -> dict:
-    """One PNG per sample plus manifest.json (prompt, seed, scheduler, steps, guidance, path) in out_dir."""
+    """One PNG per sample plus manifest.json (prompt, seed, scheduler, steps, guidance, path) in out_dir.
+
+    out_dir may hold other files: only the PNGs and the manifest named here are written (replaced if
+    there), and only once every sample is drawn."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GlyffuserError(f"--out {out_dir} is a file; with --prompts-file it names a folder")
     images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
                   progress=True)
-    entries = []
-    with atomic_outputs(out_dir, dirs=True) as (tmp,):
-        for i, image in enumerate(images):
-            p, j = divmod(i, num_images)
-            name = f"{p:03d}-seed{seed + j}.png"
-            image.save(tmp / name)
-            entries.append({"prompt": prompts[p], "seed": seed + j, "scheduler": scheduler, "steps": steps,
-                            "guidance": guidance, "path": str(out_dir / name)})
-        (tmp / "manifest.json").write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
+    names = [f"{p:03d}-seed{seed + j}.png" for p in range(len(prompts)) for j in range(num_images)]
+    entries = [{"prompt": prompts[i // num_images], "seed": seed + i % num_images, "scheduler": scheduler,
+                "steps": steps, "guidance": guidance, "path": str(out_dir / name)} for i, name in enumerate(names)]
+    with atomic_outputs(*(out_dir / name for name in names), out_dir / "manifest.json") as tmps:
+        for image, tmp in zip(images, tmps):
+            image.save(tmp)
+        tmps[-1].write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     return {"out_dir": str(out_dir), "images": len(entries)}

@@ -52,6 +52,9 @@ class SourceManifest:
             return SourceManifest(**json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise GlyffuserError(f"{path} is missing: run the sources stage first (dvc repro sources)") from None
+        except (ValueError, TypeError) as err:  # not JSON, not an object, or other keys than a manifest has
+            raise GlyffuserError(f"{path} is not a sources manifest ({str(err).splitlines()[0]}): "
+                                 "re-run the sources stage (dvc repro -f sources)") from None
 
 
 def sha256_file(path: Path) -> str:

@@ -20,8 +20,14 @@ def write_table(table: pa.Table, path: Path, meta: dict) -> None:
     pq.write_table(table.replace_schema_metadata(schema_meta), path, compression="zstd")
 
 
-def read_table(path: Path, columns: list[str] | None = None) -> tuple[pa.Table, dict]:
+def read_table(path: Path, columns: list[str] | None = None, required: tuple[str, ...] = ()) -> tuple[pa.Table, dict]:
+    """The table (only `columns`, if given) and its glyffuser metadata; `columns` and `required` must exist."""
     try:
+        schema = pq.read_schema(path)
+        missing = [c for c in [*(columns or []), *required] if c not in schema.names]
+        if missing:
+            raise GlyffuserError(f"{path} has no column {missing[0]!r} (it has {', '.join(schema.names)}): "
+                                 "re-run the stage that writes it (dvc repro)")
         table = pq.read_table(path, columns=columns)
     except FileNotFoundError:
         raise GlyffuserError(f"{path} is missing: run the stage that writes it first (dvc repro)") from None
@@ -30,4 +36,11 @@ def read_table(path: Path, columns: list[str] | None = None) -> tuple[pa.Table, 
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
         raise GlyffuserError(f"{path} was not written by glyffuser (no '{META_KEY.decode()}' metadata)")
-    return table, json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise GlyffuserError(f"{path}: its '{META_KEY.decode()}' metadata is not a JSON object: re-run the stage that "
+                             "writes it (dvc repro)")
+    return table, meta

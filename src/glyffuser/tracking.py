@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 EXPERIMENT = "glyffuser"
+# MLflow 3's UI opens an experiment on its GenAI (traces) view unless told this one trains models.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def store_dir() -> Path:
@@ -55,21 +57,43 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _experiment_id(mlflow) -> str:
+    """The glyffuser experiment, created on first use and marked as model training (not GenAI)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri), tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if exp.tags.get(key) != value:  # a store made before this tag existed
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def run_name(stage: str, params: dict, commit: str) -> str:
+    """'train · lr-1e-3-2ep' for a DVC experiment, else what was trained: 'train · 32 px, UNet 32-64-128, 6 ep · 93d06c0'."""
+    if exp := os.environ.get("DVC_EXP_NAME"):
+        return f"{stage} · {exp}"
+    t = params.get("train", {})
+    if not t:
+        return f"{stage} · {commit[:7]}"
+    channels = "-".join(str(c) for c in t.get("block_channels", []))
+    return f"{stage} · {t.get('resolution')} px, UNet {channels}, {t.get('epochs'):g} ep · {commit[:7]}"
+
+
 @contextmanager
-def mlflow_run(params: dict, run_name: str | None = None):
-    """Open a run with flattened params and git/DVC tags; yields the mlflow module."""
+def mlflow_run(params: dict, stage: str = "train", name: str | None = None):
+    """Open a run with flattened params, a readable name and git/DVC tags; yields the mlflow module."""
     import logging
 
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp else mlflow.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri))
-    tags = {"git_commit": _git_commit(), "dvc_experiment": os.environ.get("DVC_EXP_NAME", "")}
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name or os.environ.get("DVC_EXP_NAME") or None, tags=tags):
+    exp_id = _experiment_id(mlflow)
+    commit = _git_commit()
+    tags = {"git_commit": commit, "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""), "stage": stage}
+    with mlflow.start_run(experiment_id=exp_id, run_name=name or run_name(stage, params, commit), tags=tags):
         mlflow.log_params(flatten(params))
         yield mlflow
 
@@ -86,7 +110,7 @@ def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Pa
     from mlflow.exceptions import MlflowException
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
+    _experiment_id(mlflow)
     run_id = model_info.get("mlflow_run_id")
     try:
         found = run_id is not None and mlflow.get_run(run_id) is not None
@@ -95,8 +119,8 @@ def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Pa
     if found:
         context = mlflow.start_run(run_id=run_id)
     else:
-        context = mlflow_run({"model": {k: v for k, v in model_info.items() if k != "mlflow_run_id"}},
-                             run_name=f"{artifact_path} (model run not in this store)")
+        context = mlflow_run({"model": {k: v for k, v in model_info.items() if k != "mlflow_run_id"}}, stage=artifact_path,
+                             name=f"{artifact_path} (model run not in this store)")
     with context as active:
         run = active if found else mlflow.active_run()
         mlflow.log_metrics({f"{artifact_path}.{k}": float(v) for k, v in metrics.items()})

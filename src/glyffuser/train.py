@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,13 +25,16 @@ from diffusers.training_utils import EMAModel
 
 from glyffuser import __version__
 from glyffuser.atomic import atomic_outputs
-from glyffuser.checkpoint import clear_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from glyffuser.checkpoint import clear_checkpoints, latest_checkpoint, load_checkpoint, pause_point, save_checkpoint
 from glyffuser.data import GlyphSet, batch_text, load_training_data
+from glyffuser.deps import command_files
 from glyffuser.diffusion import diffusion_loss, training_scheduler
+from glyffuser.errors import GlyffuserError
 from glyffuser.images import labelled_grid, tensor_to_images
 from glyffuser.model import build_unet, count_parameters, denoise
 from glyffuser.params import Params
 from glyffuser.pipeline import GlyffuserPipeline, sample
+from glyffuser.progress import progress
 from glyffuser.sources import sha256_file
 
 
@@ -45,27 +49,27 @@ class TrainPaths:
     checkpoints: Path  # persistent across runs; resumed when the fingerprint matches
 
 
-# The code that decides the weights (the train stage's code deps in dvc.yaml).
-_TRAINING_CODE = ("train.py", "data.py", "model.py", "diffusion.py", "checkpoint.py", "images.py")
-
-
 def fingerprint(params: Params, paths: TrainPaths) -> str:
     """What a checkpoint must share to be resumed: training params, seed, the exact input data, and
-    the training code (a changed loop must not continue a run it did not start)."""
+    the training code (a changed loop must not continue a run it did not start). The code is every
+    module `glyffuser train` runs (`glyffuser.deps`), the same list as the train stage's deps in dvc.yaml."""
     h = hashlib.sha256(json.dumps({"train": params.train.model_dump(), "seed": params.base.seed}, sort_keys=True).encode())
     for f in (paths.definitions, paths.glyphs, paths.embeddings):
         h.update(sha256_file(f).encode())
-    for name in _TRAINING_CODE:
-        h.update(sha256_file(Path(__file__).with_name(name)).encode())
+    for f in command_files("train"):
+        h.update(f"{f.name}:{sha256_file(f)}".encode())
     return h.hexdigest()
 
 
+_SEED_SPACE = 2**63  # torch generators take seeds below 2^64; derived seeds are folded into this range
+
+
 def _step_generator(seed: int, rank: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + rank) * 10_000_019 + step)
+    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 10_000_019 + step) % _SEED_SPACE)
 
 
 def _epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 7_919 + epoch) % _SEED_SPACE))
 
 
 def _with_dropped_prompts(text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, drop: torch.Tensor):
@@ -126,8 +130,77 @@ class Speedups:
 
 
 def build_optimizer(unet: torch.nn.Module, p, speed: Speedups) -> torch.optim.AdamW:
-    return torch.optim.AdamW(unet.parameters(), lr=p.lr, weight_decay=p.weight_decay,
-                             fused=True if speed.fused_optimizer else None)
+    """AdamW with weight decay on the conv, linear and attention matrices only: biases and norm scales
+    are not shrunk towards 0 (as in nanoGPT and the diffusers training examples)."""
+    params = [q for q in unet.parameters() if q.requires_grad]
+    groups = [{"params": [q for q in params if q.ndim >= 2], "weight_decay": p.weight_decay},
+              {"params": [q for q in params if q.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=p.lr, fused=True if speed.fused_optimizer else None)
+
+
+class NonFiniteLoss(GlyffuserError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+
+class TrainStep:
+    """One optimizer step of the train stage, on a batch already drawn: what the loop runs and what
+    benchmarks/ time. Returns (loss, gradient norm) as floats, and raises NonFiniteLoss before the
+    optimizer touches the weights when either is NaN or infinite."""
+
+    def __init__(self, unet, raw_unet, optimizer, lr_sched, ema: EMAModel, noise_sched, p, accelerator: Accelerator,
+                 speed: Speedups):
+        self.unet, self.raw_unet, self.optimizer, self.lr_sched, self.ema = unet, raw_unet, optimizer, lr_sched, ema
+        self.noise_sched, self.p, self.accelerator, self.speed = noise_sched, p, accelerator, speed
+        # fp16 with a gradient scaler overflows on purpose now and then (the scaler skips that step).
+        self.check_grads = accelerator.mixed_precision != "fp16"
+        pause = os.environ.get("GLYFFUSER_PAUSE_AT", "")
+        self._pause_step = int(pause.split(":")[1]) if pause.startswith("step:") else None
+
+    def __call__(self, x0, noise, t, text, mask, step: int = -1) -> tuple[float, float]:
+        # x0, noise: (B,1,R,R); t: (B,); text: (B,L,D) with empty-prompt rows already swapped in; mask: (B,L)
+        p = self.p
+        with self.accelerator.autocast():
+            pred = denoise(self.unet, self.noise_sched.add_noise(x0, noise, t), t, text.float(), mask)
+        loss = diffusion_loss(pred, x0, noise, t, self.noise_sched, p.min_snr_gamma)
+        self.accelerator.backward(loss)
+        params = self.unet.parameters()
+        if p.grad_clip > 0:
+            gn = self.accelerator.clip_grad_norm_(params, p.grad_clip)
+        else:
+            gn = torch.nn.utils.get_total_norm([q.grad for q in params if q.grad is not None])
+        if step == self._pause_step:
+            pause_point(f"step:{step}")  # for the SIGKILL test: weights and optimizer half-way through a step
+        loss_value, grad_norm = torch.stack([loss.detach().float(), gn.detach().float().to(loss.device)]).tolist()
+        if not math.isfinite(loss_value) or (self.check_grads and not math.isfinite(grad_norm)):
+            raise NonFiniteLoss(f"loss {loss_value}, gradient norm {grad_norm}")
+        self.optimizer.step()
+        self.lr_sched.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.raw_unet.parameters())
+        return loss_value, grad_norm
+
+
+def build_training(p, seed: int, text_dim: int, accelerator: Accelerator, total_steps: int,
+                   compile_backend: str = "inductor") -> TrainStep:
+    """The UNet, optimizer, LR schedule and EMA of the train stage, prepared for `accelerator`.
+    (`compile_backend` lets benchmarks/gpu.py --smoke check the compiled path without inductor's wait.)"""
+    torch.manual_seed(seed)
+    unet = build_unet(p.resolution, text_dim, p.block_channels, p.layers_per_block, p.attention_levels,
+                      p.attention_head_dim, p.pooled_text)
+    noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
+    speed = Speedups.of(p, accelerator.device)
+    if speed.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(unet, p, speed)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, min(p.lr_warmup_steps, total_steps // 2), total_steps)
+    ema = EMAModel(unet.parameters(), decay=p.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    raw_unet = accelerator.unwrap_model(unet)
+    if speed.compile:
+        # Fixed shapes (full batch, text padded to max_length) so the graph compiles once.
+        unet = torch.compile(unet, backend=compile_backend)
+    ema.to(accelerator.device)
+    return TrainStep(unet, raw_unet, optimizer, lr_sched, ema, noise_sched, p, accelerator, speed)
 
 
 def save_snapshot(folder: Path, pipe: GlyffuserPipeline, ema: EMAModel, step: int, train_minutes: float) -> None:
@@ -152,28 +225,20 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     data = load_training_data(paths.definitions, paths.glyphs, paths.embeddings, p.resolution)
     train, meta = data.train, data.embedding_meta
     run_id = fingerprint(params, paths)
-
-    torch.manual_seed(params.base.seed)
-    unet = build_unet(p.resolution, int(meta["dim"]), p.block_channels, p.layers_per_block, p.attention_levels,
-                      p.attention_head_dim, p.pooled_text)
-    noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
-    speed = Speedups.of(p, accelerator.device)
-    if speed.channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(unet, p, speed)
     steps_per_epoch = math.ceil(len(train) / (p.batch_size * world))
     total_steps = max(1, math.ceil(p.epochs * steps_per_epoch))
-    lr_sched = get_cosine_schedule_with_warmup(optimizer, min(p.lr_warmup_steps, total_steps // 2), total_steps)
-    ema = EMAModel(unet.parameters(), decay=p.ema_decay, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+    trainer = build_training(p, params.base.seed, int(meta["dim"]), accelerator, total_steps)
+    raw_unet, ema, noise_sched, speed = trainer.raw_unet, trainer.ema, trainer.noise_sched, trainer.speed
 
     start_step, log_rows = 0, []
     ckpt, stale = latest_checkpoint(paths.checkpoints, run_id)
     if ckpt is not None:
         state = load_checkpoint(ckpt, run_id)
-        unet.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr_scheduler"])
+        raw_unet.load_state_dict(state["model"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.lr_sched.load_state_dict(state["lr_scheduler"])
         ema.load_state_dict(state["ema"])
+        ema.to(device)
         start_step, log_rows = state["step"], json.loads(state["log"])
         accelerator.print(f"resuming from {ckpt} (step {start_step}/{total_steps})")
     elif stale and main:
@@ -182,12 +247,6 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         clear_checkpoints(paths.checkpoints)
     accelerator.wait_for_everyone()
 
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    raw_unet = accelerator.unwrap_model(unet)
-    if speed.compile:
-        # Fixed shapes (full batch, text padded to max_length) so the graph compiles once.
-        unet = torch.compile(unet)
-    ema.to(device)
     images, texts, masks = train.images.to(device), train.text.to(device), train.mask.to(device)
     empty = data.empty_text.to(device)
     info = {**{k: meta[k] for k in ("encoder", "encoder_sha256", "encoder_revision", "model_type", "dim", "max_length")},
@@ -199,7 +258,7 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     if main and track:
         from glyffuser.tracking import mlflow_run
 
-        run = mlflow_run(params.model_dump())
+        run = mlflow_run(params.model_dump(), stage="train")
         mlflow = run.__enter__()
         mlflow.log_params({"model.parameters": count_parameters(raw_unet), "train.total_steps": total_steps,
                            "train.world_size": world, **{f"speed.{k}": v for k, v in speed.__dict__.items()}})
@@ -207,7 +266,7 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
 
     # Held-out characters for the sample grids: their stored embeddings, so training never needs the encoder.
     val = data.validation if len(data.validation) else train
-    shown = torch.randperm(len(val), generator=torch.Generator().manual_seed(params.base.seed))[:8]
+    shown = torch.randperm(len(val), generator=torch.Generator().manual_seed(params.base.seed % _SEED_SPACE))[:8]
 
     def evaluate(step: int) -> dict:
         """Validation loss (raw weights) and, logged to MLflow, a grid sampled with the EMA weights:
@@ -220,8 +279,8 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
             text, mask = batch_text(val.text[rows], val.mask[rows])
             ema.store(raw_unet.parameters())
             ema.copy_to(raw_unet.parameters())
-            x = sample(raw_unet, pipe.scheduler_config, text, mask, data.empty_text, seeds * len(shown), 20,
-                       params.sample.guidance, "dpmsolver++")
+            x = sample(raw_unet, pipe.scheduler_config, text, mask, data.empty_text, seeds * len(shown), p.eval_steps,
+                       p.eval_guidance, "dpmsolver++")
             ema.restore(raw_unet.parameters())
             real = val.images[shown]
             cells = torch.cat([torch.cat([real[i : i + 1], x[i * len(seeds) : (i + 1) * len(seeds)]]) for i in range(len(shown))])
@@ -231,12 +290,12 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         raw_unet.train()
         return out
 
-    def _loop() -> dict | None:
-        unet.train()
+    def _loop(bar) -> dict | None:
+        trainer.unet.train()
         # Training seconds so far (evaluation excluded), carried across a resume in the log rows.
         train_time = log_rows[-1].get("train_s", 0.0) if log_rows else 0.0
         window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
-        gn = torch.tensor(0.0)
+        last_finite = log_rows[-1]["train_loss"] if log_rows else None
         perm_epoch, perm = -1, None
         for step in range(start_step, total_steps):
             epoch, k = divmod(step, steps_per_epoch)
@@ -254,40 +313,52 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
             if speed.channels_last:
                 x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(memory_format=torch.channels_last)
             text, mask = _with_dropped_prompts(text, mask, empty, drop)
-            with accelerator.autocast():
-                pred = denoise(unet, noise_sched.add_noise(x0, noise, t), t, text.float(), mask)
-            loss = diffusion_loss(pred, x0, noise, t, noise_sched, p.min_snr_gamma)
-            accelerator.backward(loss)
-            if p.grad_clip > 0:
-                gn = accelerator.clip_grad_norm_(unet.parameters(), p.grad_clip)
-            optimizer.step()
-            lr_sched.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.step(raw_unet.parameters())
-
-            window_loss += loss.item()
+            try:
+                loss, gn = trainer(x0, noise, t, text, mask, step)
+            except NonFiniteLoss as err:
+                kept = latest_checkpoint(paths.checkpoints, run_id)[0]
+                raise GlyffuserError(
+                    f"training stopped at step {step + 1}/{total_steps}: {err}; last finite loss "
+                    f"{'none' if last_finite is None else f'{last_finite:.4g}'}; "
+                    f"{f'the last good checkpoint {kept.name} is kept' if kept else 'no checkpoint was written yet'}, "
+                    f"no model written; try a lower train.lr, train.grad_clip: 1.0, or train.mixed_precision: no") from None
+            last_finite = loss
+            window_loss += loss
             window_steps += 1
             done = step + 1
+            bar.update(1)
             if done % p.log_every == 0 or done == total_steps:
                 elapsed = time.perf_counter() - window_start
                 train_time += elapsed
                 row = {"step": done, "epoch": round(done / steps_per_epoch, 3), "train_loss": window_loss / window_steps,
-                       "lr": lr_sched.get_last_lr()[0], "grad_norm": float(gn),
+                       "lr": trainer.lr_sched.get_last_lr()[0], "grad_norm": gn,
                        "img_per_s": window_steps * p.batch_size * world / elapsed, "train_s": round(train_time, 2)}
                 window_loss, window_steps = 0.0, 0
-                if main and (p.eval_every and done % p.eval_every == 0 or done == total_steps):
-                    row.update(evaluate(done))
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", img_s=f"{row['img_per_s']:.1f}", refresh=False)
                 if run is not None:
-                    mlflow.log_metrics({k: v for k, v in row.items() if k != "step" and v is not None}, step=done)
+                    mlflow.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
                 log_rows.append(row)
                 window_start = time.perf_counter()
+            if main and (p.eval_every and done % p.eval_every == 0 or done == total_steps):
+                # its own cadence, not only on log steps; its minutes do not count as training time
+                paused = time.perf_counter()
+                result = evaluate(done)
+                if log_rows[-1]["step"] == done:
+                    log_rows[-1].update(result)
+                if run is not None:
+                    mlflow.log_metrics({k: v for k, v in result.items() if v is not None}, step=done)
+                grid = f"; sample grid: MLflow run {info['mlflow_run_id'][:8]}, image 'samples' at step {done}" \
+                    if run is not None else ""
+                loss_text = "n/a (no validation split)" if result["val_loss"] is None else f"{result['val_loss']:.4f}"
+                bar.write(f"train: step {done}/{total_steps}: validation loss {loss_text}{grid}", file=bar.fp)
+                window_start += time.perf_counter() - paused
             if main and p.snapshot_every and done % p.snapshot_every == 0 and done < total_steps:
                 save_snapshot(paths.checkpoints / "snapshots", pipe, ema,  done,
                               (train_time + time.perf_counter() - window_start) / 60)
             if done % p.checkpoint_every == 0 and done < total_steps:
                 if main:
-                    state = {"step": done, "model": raw_unet.state_dict(), "optimizer": optimizer.state_dict(),
-                             "lr_scheduler": lr_sched.state_dict(), "ema": ema.state_dict(), "log": json.dumps(log_rows)}
+                    state = {"step": done, "model": raw_unet.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                             "lr_scheduler": trainer.lr_sched.state_dict(), "ema": ema.state_dict(), "log": json.dumps(log_rows)}
                     save_checkpoint(paths.checkpoints, done, state, run_id, p.keep_checkpoints)
                 accelerator.wait_for_everyone()
             if stop_after is not None and done >= stop_after:
@@ -327,7 +398,8 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         return result
 
     try:
-        return _loop()
+        with progress(total_steps, desc="train", unit="step", initial=start_step, disable=not main) as bar:
+            return _loop(bar)
     except BaseException:
         if run is not None:
             run.__exit__(*sys.exc_info())  # marks the MLflow run FAILED
