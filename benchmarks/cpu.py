@@ -6,7 +6,8 @@
     python benchmarks/cpu.py --only loop           # their train-loop speeds, side by side: ~20 min
 
 Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date and command):
-- train:    the CPU profile's training step on its own (the train loop's step on random data, batch 64)
+- train:    the CPU profile's training step on its own (the train stage's TrainStep on random images and
+            the stored embeddings, batch 64)
             under each speed option, against the train stage's measured img/s (data/train/loss.csv):
             the gap is the loop's overhead.
 - sampling: glyphs/s of the trained model (data/model) on the prompt grid for steps, bf16 autocast,

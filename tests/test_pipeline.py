@@ -17,6 +17,37 @@ def run(cmd, cwd):
     return result.stdout + result.stderr
 
 
+def stale_stages(repo) -> set[str]:
+    """Stages `dvc status` would re-run, changed themselves or downstream of a change."""
+    status = json.loads(run(["dvc", "status", "--json"], repo))
+    return {name.split(":")[-1] for name in status}
+
+
+def assert_mlflow_run_holds_what_the_readme_promises(db):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("glyffuser")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name.startswith("train · 32 px, UNet 16-32-64, 4 ep · ")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.lr"] == "0.002" and run.data.params["model.parameters"]
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 3  # per-step metrics
+    for key in ("val_loss", "final_train_loss", "evaluate.adherence_grid", "evaluate.kid", "evaluate.novelty",
+                "umap.minutes", "figures.minutes"):
+        assert key in run.data.metrics, key
+
+    def files(path):
+        return {a.path for a in client.list_artifacts(run.info.run_id, path)}
+
+    assert any(p.startswith("images/samples+step+") and p.endswith(".png") for p in files("images"))
+    assert {"evaluate/grid.png", "evaluate/novelty.png", "evaluate/metrics.json"} <= files("evaluate")
+    assert {"umap/umap.html", "umap/umap_layouts.png"} <= files("umap")
+    assert {"figures/denoise.gif", "figures/forward.png", "figures/guidance.png"} <= files("figures")
+    assert "model/glyffuser.json" in files("model")
+
+
 def test_smoke_pipeline(tmp_path):
     tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.split()
@@ -48,8 +79,25 @@ def test_smoke_pipeline(tmp_path):
         assert column in shown, column
 
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo)
+    assert_mlflow_run_holds_what_the_readme_promises(tmp_path / "mlflow.db")
 
+    # A sampling param re-runs sampling and what reads it, never training.
     params = repo / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("\n  guidance: 5.0 ", "\n  guidance: 3.0 "))
+    assert stale_stages(repo) == {"sample", "evaluate", "figures"}
+    params.write_text(original)
+    # A code change re-runs exactly the stages whose command imports the module (later ones only if
+    # their inputs then change).
+    for module, stages in [("classifier.py", {"classifier", "evaluate"}),
+                           ("encoders.py", {"embed", "train", "sample", "evaluate", "umap", "figures"})]:
+        path = repo / "src" / "glyffuser" / module
+        code = path.read_text()
+        path.write_text(code + "\n# touched\n")
+        assert stale_stages(repo) == stages, module
+        path.write_text(code)
+    assert stale_stages(repo) == set()
+
     params.write_text(params.read_text().replace("image_size: 64", "image_size: 48"))
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'render'" in out and "Running stage 'train'" in out and "Running stage 'figures'" in out
