@@ -20,6 +20,7 @@ Parts (each writes benchmarks/results/cpu_<part>-cpu<N>.json with device, date a
             whether bf16 training, +10-18 % img/s on an AMX CPU, learns as well as fp32.
 - loop:     the train stage's loop, fp32 against bf16 (channels_last and NCHW), half an epoch each,
             alternating twice (~20 min).
+- guidance: the evaluate stage's numbers at guidance 2, 3, 5, 7.5 and 10 (~10 min).
 Needs the default pipeline's outputs (dvc repro) for sampling, curve and precision.
 """
 
@@ -251,9 +252,28 @@ def part_loop(params, epochs: float = 0.5, rounds: int = 2) -> dict:
             "gain_vs_fp32": {name: round(m / medians["fp32"] - 1, 3) for name, m in medians.items()}}
 
 
+def part_guidance(params, scales=(2.0, 3.0, 5.0, 7.5, 10.0)) -> dict:
+    """The evaluate stage's numbers of the default model at several guidance scales (100 held-out
+    characters x 2 samples each): where adherence, the controls, KID and sharpness go as guidance grows."""
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for scale in scales:
+            variant = with_overrides(params, {"sample.guidance": scale, "evaluate.heldout_characters": 100})
+            from glyffuser.evaluate import EvaluatePaths, run_evaluate
+
+            paths = EvaluatePaths(DATA / "model", DATA / "classifier", DATA / "render" / "definitions.parquet",
+                                  DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet",
+                                  Path(tmp) / str(scale))
+            m = run_evaluate(variant, paths, track=False)
+            rows[str(scale)] = {**_evaluate_row(m), "seed_sweep_hits": m["seed_sweep_hits"],
+                                "sharpness_ratio": round(m["sharpness_ratio"], 4)}
+            print(scale, rows[str(scale)], flush=True)
+    return {"evaluate": "heldout 100 characters x 2 samples, the prompt grid, 16-seed sweep", "guidance": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="train,sampling,curve,stages", help="comma-separated parts (also: precision, loop)")
+    parser.add_argument("--only", default="train,sampling,curve,stages", help="comma-separated parts (also: precision, loop, guidance)")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -263,7 +283,7 @@ def main() -> None:
                            check=True)
             continue
         func = {"train": part_train, "sampling": part_sampling, "curve": part_curve,
-                "precision": part_precision, "loop": part_loop}.get(part)
+                "precision": part_precision, "loop": part_loop, "guidance": part_guidance}.get(part)
         if func is None:
             parser.error(f"unknown part {part!r}")
         write_result(f"cpu_{part}", func(params))

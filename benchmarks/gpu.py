@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, bf16_peak, write_result  # noqa: E402
 
 from glyffuser.diffusion import sampler, training_scheduler  # noqa: E402
-from glyffuser.model import build_unet, count_parameters, denoise  # noqa: E402
+from glyffuser.model import build_unet, count_parameters, denoise, image_size  # noqa: E402
 from glyffuser.params import load_params  # noqa: E402
 from glyffuser.pipeline import sample  # noqa: E402
 from glyffuser.train import build_training  # noqa: E402
@@ -109,6 +109,7 @@ def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[flo
 
 def train_glyffuser_style(p, device, batch, warmup, steps) -> dict:
     torch.manual_seed(0)
+    # the glyffuser's own design: every pixel a UNet cell (no patches), epsilon, unshifted schedule
     unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
                       p.attention_head_dim, p.pooled_text).to(device)
     encoder, kind = minilm_shaped_encoder(device)
@@ -195,7 +196,7 @@ def plain_sampling_loop(unet, config: dict, text, mask, empty_text, empty_mask, 
     device = unet.device
     sched = sampler("dpmsolver++", config)
     sched.set_timesteps(steps, device=device)
-    res = unet.config.sample_size
+    res = image_size(unet)
     x = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
     for t in sched.timesteps:
         tt = t.expand(len(seeds))
@@ -208,8 +209,8 @@ def plain_sampling_loop(unet, config: dict, text, mask, empty_text, empty_mask, 
 def sampling(p, device, glyphs: int, batch: int, steps: int, compile_backend: str, guidance: float = 5.0) -> dict:
     torch.manual_seed(0)
     unet = build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block, p.attention_levels,
-                      p.attention_head_dim, p.pooled_text).to(device).eval()
-    config = dict(training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr).config)
+                      p.attention_head_dim, p.pooled_text, p.patch_size).to(device).eval()
+    config = dict(training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr, snr_scale=p.snr_scale()).config)
     gen = torch.Generator().manual_seed(0)
     text, mask = text_batch(glyphs, gen, device)
     empty, _ = text_batch(1, gen, device, length=2)
@@ -297,8 +298,9 @@ def main(argv: list[str] | None = None) -> dict:
                      s_batch=128, s_steps=20)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     unet_params = count_parameters(build_unet(p.resolution, TEXT_DIM, p.block_channels, p.layers_per_block,
-                                              p.attention_levels, p.attention_head_dim, p.pooled_text))
-    print(f"{name}: UNet {unet_params / 1e6:.1f} M parameters at {p.resolution} px", flush=True)
+                                              p.attention_levels, p.attention_head_dim, p.pooled_text, p.patch_size))
+    print(f"{name}: UNet {unet_params / 1e6:.1f} M parameters at {p.resolution} px "
+          f"({p.patch_size}x{p.patch_size} patches)", flush=True)
 
     train = {"glyffuser_style": train_glyffuser_style(p, device, sizes["g_batch"], sizes["warmup"], sizes["steps"] * 2)}
     print("glyffuser-style:", train["glyffuser_style"], flush=True)

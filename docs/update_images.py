@@ -22,6 +22,7 @@ COPIES = {
     "evaluate_grid.png": "evaluate/grid.png",
     "novelty.png": "evaluate/novelty.png",
     "umap_layouts.png": "umap/umap_layouts.png",
+    "umap_samples.png": "umap/umap_samples.png",
     "forward.png": "figures/forward.png",
     "forward_2d.png": "figures/forward_2d.png",
     "steps.png": "figures/steps.png",

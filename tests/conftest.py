@@ -45,9 +45,9 @@ def embeddings_path(params, rendered, tmp_path_factory) -> Path:
     return path
 
 
-# A UNet small enough to train in seconds on 2 CPU cores, at 16×16 pixels.
+# A UNet small enough to train in seconds on 2 CPU cores, at 16×16 pixels (unpatchified, unshifted schedule).
 TINY_TRAIN = {
-    "train.resolution": 16, "train.block_channels": [16, 32], "train.layers_per_block": 1,
+    "train.resolution": 16, "train.patch_size": 1, "train.schedule_base_resolution": 16, "train.block_channels": [16, 32], "train.layers_per_block": 1,
     "train.attention_levels": [False, True], "train.attention_head_dim": 8, "train.batch_size": 16,
     "train.lr_warmup_steps": 2, "train.log_every": 5, "train.eval_every": 0, "train.checkpoint_every": 5,
     "train.val_images": 32, "sample.seeds": 2, "sample.steps": 10,

@@ -50,6 +50,11 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     for key in ("adherence_grid", "adherence_heldout", "control_empty_prompt", "control_shuffled", "novelty"):
         assert 0 <= metrics[key] <= 1
     assert set(metrics["adherence_grid_per_prompt"]) == set(p.sample.prompts)
+    assert metrics["seed_sweep_prompt"] == "gold; metal" and metrics["seed_sweep_seeds"] == 16
+    assert 0 <= metrics["seed_sweep_hits"] <= 16
+    # rendered glyphs are nearly two-tone; the tiny model's samples at 16 px are judged at 16 px
+    assert metrics["resolution"] == 16 and metrics["sharpness_real"] > 0.5
+    assert metrics["sharpness_ratio"] == pytest.approx(metrics["sharpness"] / metrics["sharpness_real"])
     assert metrics["copy_calibration_recall"] > 0.9  # near-copies find their own original
     assert json.loads(paths.metrics.read_text()) == metrics
     samples = pq.read_table(paths.out / "samples.parquet").to_pandas()

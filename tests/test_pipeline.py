@@ -30,7 +30,7 @@ def assert_mlflow_run_holds_what_the_readme_promises(db):
     exp = client.get_experiment_by_name("glyffuser")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     (run,) = client.search_runs([exp.experiment_id])
-    assert run.info.run_name.startswith("train · 32 px, UNet 16-32-64, 4 ep · ")
+    assert run.info.run_name.startswith("train · 64 px in 2×2 patches, UNet 16-32-64, 4 ep · ")
     assert run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == "0.002" and run.data.params["model.parameters"]
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 3  # per-step metrics
@@ -72,6 +72,8 @@ def test_smoke_pipeline(tmp_path):
     assert (repo / "data" / "sample" / "grid.png").stat().st_size > 1000
     evaluation = json.loads((repo / "data" / "evaluate" / "metrics.json").read_text())
     assert 0 <= evaluation["adherence_grid"] <= 1 and evaluation["kid_real_floor"] is not None
+    # the smoke model draws 64 px glyphs in 2x2 patches, judged at 64 px
+    assert evaluation["resolution"] == 64 and 0 <= evaluation["sharpness"] <= 1 and evaluation["seed_sweep_seeds"] == 16
     assert (repo / "data" / "umap" / "umap.html").is_file() and (repo / "data" / "figures" / "denoise.gif").is_file()
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
     for column in ("train_loss", "img_per_s", "adherence_grid", "adherence_heldout", "control_shuffled",

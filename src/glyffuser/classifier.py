@@ -59,10 +59,16 @@ def load_glyph_splits(definitions_path: Path, glyphs_path: Path, resolution: int
 
 
 class RadicalNet(nn.Module):
-    """Three conv stages (R -> R/8) and a 256-d feature layer; logits over the 214 radicals."""
+    """Three conv stages (R -> R/8) and a 256-d feature layer; logits over the 214 radicals.
+
+    Above 32 px each f×f block of pixels is folded into f² channels first (pixel unshuffle,
+    f = R / 32), the same trick as the patchified UNet: the net reads every pixel of a 64 or 128 px
+    glyph, not a thumbnail of it, at the cost of a 32 px net."""
 
     def __init__(self, resolution: int, width: int = 32, feature_dim: int = 256):
         super().__init__()
+        self.fold = max(1, resolution // 32)
+        grid = resolution // self.fold
 
         def stage(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
@@ -70,13 +76,15 @@ class RadicalNet(nn.Module):
                                  nn.MaxPool2d(2))
 
         self.resolution = resolution
-        self.conv = nn.Sequential(stage(1, width), stage(width, 2 * width), stage(2 * width, 4 * width))
+        self.conv = nn.Sequential(stage(self.fold**2, width), stage(width, 2 * width), stage(2 * width, 4 * width))
         # Flatten, not global pooling: where a component sits (left, top, around) tells which radical it is.
-        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (resolution // 8) ** 2, feature_dim),
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * (grid // 8) ** 2, feature_dim),
                                    nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, NUM_RADICALS))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,R,R) -> (B,256)
+        if self.fold > 1:
+            x = F.pixel_unshuffle(x, self.fold)  # (B,f²,R/f,R/f)
         return self.embed(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,R,R) -> (B,214)
@@ -88,7 +96,7 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     b, _, r, _ = x.shape
     u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     scale = 0.9 + 0.2 * u(b)
-    shift = (u(b, 2) - 0.5) * (8 / r)  # normalised coordinates span 2, so ±2 px at 32 px
+    shift = (u(b, 2) - 0.5) * 0.25  # normalised coordinates span 2: ±1/16 of the side, ±2 px at 32 px
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
     theta[:, :, 2] = shift

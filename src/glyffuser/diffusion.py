@@ -13,13 +13,35 @@ from diffusers.configuration_utils import FrozenDict
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 
 
-def training_scheduler(schedule: str, prediction: str, zero_terminal_snr: bool, timesteps: int = 1000) -> DDPMScheduler:
-    """linear: the glyffuser's betas 1e-4..0.02 over 1000 steps; cosine: Nichol & Dhariwal's (capped at 0.999)."""
+def shifted_betas(betas: torch.Tensor, snr_scale: float) -> torch.Tensor:
+    """Betas whose SNR is `snr_scale` times that of `betas` at every t, i.e. log-SNR + log(snr_scale).
+
+    Hoogeboom et al. 2023 shift the schedule by 2·log(base / R) for images of side R: neighbouring
+    pixels of a larger image repeat each other, so the same noise level hides less of it; scaling
+    the SNR by (base / R)² keeps how much of the glyph survives at each t."""
+    alpha_bar = torch.cumprod(1 - betas.double(), 0)
+    snr = alpha_bar / (1 - alpha_bar)
+    shifted = snr * snr_scale
+    alpha_bar = shifted / (1 + shifted)
+    previous = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
+    return (1 - alpha_bar / previous).clamp(max=0.999).float()
+
+
+def training_scheduler(schedule: str, prediction: str, zero_terminal_snr: bool, timesteps: int = 1000,
+                       snr_scale: float = 1.0) -> DDPMScheduler:
+    """linear: the glyffuser's betas 1e-4..0.02 over 1000 steps; cosine: Nichol & Dhariwal's (capped at 0.999).
+    `snr_scale` != 1 shifts either (`shifted_betas`); the betas are then stored in the config itself."""
+    beta_schedule = "linear" if schedule == "linear" else "squaredcos_cap_v2"
+    trained_betas = None
+    if snr_scale != 1.0:
+        base = DDPMScheduler(num_train_timesteps=timesteps, beta_start=1e-4, beta_end=0.02, beta_schedule=beta_schedule)
+        trained_betas = shifted_betas(base.betas, snr_scale).tolist()
     return DDPMScheduler(
         num_train_timesteps=timesteps,
         beta_start=1e-4,
         beta_end=0.02,
-        beta_schedule="linear" if schedule == "linear" else "squaredcos_cap_v2",
+        beta_schedule=beta_schedule,
+        trained_betas=trained_betas,
         prediction_type=prediction,
         # With zero terminal SNR the last step is pure noise, so no stray image mean leaks into
         # x_T that the model would learn to rely on (Lin et al. 2024); needs v-prediction.

@@ -29,7 +29,7 @@ from glyffuser.embed import load_embeddings
 from glyffuser.errors import GlyffuserError
 from glyffuser.glyphs import to_png
 from glyffuser.images import labelled_grid, tensor_to_images
-from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest
+from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest, two_tone_share
 from glyffuser.model import pool_text
 from glyffuser.params import Params
 from glyffuser.pipeline import GlyffuserPipeline
@@ -96,12 +96,13 @@ def novelty_plot(copies: np.ndarray, real: np.ndarray, generated: np.ndarray, th
     plt.close(fig)
 
 
-def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> dict:
+def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe: GlyffuserPipeline | None = None) -> dict:
+    """`pipe`: judge this pipeline instead of the model in paths.model (benchmarks/resolution.py's cascade)."""
     e, s = params.evaluate, params.sample
     start = time.perf_counter()
-    pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
+    pipe = pipe or GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     net, classifier_report = load_classifier(paths.classifier)
-    resolution = pipe.unet.config.sample_size
+    resolution = pipe.resolution
     splits = load_glyph_splits(paths.definitions, paths.glyphs, resolution)
     train, test = splits["train"], splits["test"]
     emb = load_embeddings(paths.embeddings)
@@ -126,7 +127,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> di
     text, mask = emb.hidden[rows], emb.mask[rows]
     n_grid = len(s.prompts) * s.seeds
     print(f"evaluate: {n * k} held-out samples, {n} empty-prompt, {n} shuffled, {n_grid} grid", flush=True)
-    batches = sum(-(-size // BATCH) for size in (n * k, n, n, n_grid))
+    batches = sum(-(-size // BATCH) for size in (n * k, n, n, n_grid, e.seed_sweep_seeds))
     order = rng.permutation(n)  # a random cycle: every character gets another one's definition
     shuffle = np.empty(n, dtype=np.int64)
     shuffle[order] = np.roll(order, -1)
@@ -139,6 +140,10 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> di
         grid_rows = np.repeat(np.arange(len(s.prompts)), s.seeds)
         grid_images = tensor_to_images(_draw(pipe, grid_text[grid_rows], grid_mask[grid_rows], grid_empty,
                                              list(range(s.seeds)) * len(s.prompts), params, bar))
+        # One prompt over many seeds: how reliably it draws its radical ("gold; metal": 金 in 16 of 16?).
+        sweep_text, sweep_mask, _ = pipe.encode([e.seed_sweep_prompt])
+        ones = np.zeros(e.seed_sweep_seeds, dtype=np.int64)
+        sweep = _draw(pipe, sweep_text[ones], sweep_mask[ones], grid_empty, list(range(e.seed_sweep_seeds)), params, bar)
     # judged as saved: 8-bit, like the sample stage's grid
     grid = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1)[None] for im in grid_images])
     grid_targets = np.repeat([e.prompt_radicals[p] for p in s.prompts], s.seeds)
@@ -149,6 +154,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> di
     pred_empty, _ = predict(net, empty)
     pred_shuffled, _ = predict(net, shuffled)
     pred_grid, _ = predict(net, grid)
+    sweep_hits = int((predict(net, sweep)[0] == e.prompt_radicals[e.seed_sweep_prompt]).sum())
     chance = majority_share(train.radicals, targets)
     held, held_se = adherence(pred_heldout, targets[rep], cluster=rep)
     grid_adh, grid_se = adherence(pred_grid, grid_targets, cluster=np.repeat(np.arange(len(s.prompts)), s.seeds))
@@ -198,9 +204,14 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True) -> di
         "copy_calibration_recall": float((copy_i == probe_idx.numpy()).mean()),
         "real_test_below_threshold": float((real_d <= threshold).mean()),
         "heldout_characters": n, "samples_per_character": k, "kid_subset_size": subset,
+        "seed_sweep_prompt": e.seed_sweep_prompt, "seed_sweep_hits": sweep_hits, "seed_sweep_seeds": e.seed_sweep_seeds,
+        # two-tone pixel share at the model's resolution: held-out samples vs the real test glyphs
+        "sharpness": two_tone_share(heldout), "sharpness_real": two_tone_share(test.images),
+        "resolution": resolution,
         "sampling_minutes": round(sampling_minutes, 2),
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
+    metrics["sharpness_ratio"] = metrics["sharpness"] / metrics["sharpness_real"]
     metrics["adherence_grid_per_prompt"] = per_prompt
 
     # Outputs: metrics, every sample with its verdict (the umap stage projects them), two figures.

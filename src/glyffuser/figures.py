@@ -24,7 +24,7 @@ from glyffuser.atomic import atomic_outputs
 from glyffuser.diffusion import training_scheduler
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import pngs_to_tensor, tensor_to_images
-from glyffuser.model import denoise
+from glyffuser.model import denoise, image_size
 from glyffuser.params import Params
 from glyffuser.pipeline import GlyffuserPipeline, guided_batch
 from glyffuser.tables import read_table
@@ -74,8 +74,9 @@ def image_table(path: Path, rows: list[list[torch.Tensor]], row_labels: list[str
     plt.close(fig)
 
 
-def pixel_figure(path: Path, glyph: torch.Tensor, char: str) -> None:
-    """(1,R,R) glyph in [-1,1] drawn with its 8-bit pixel values (255 paper, 0 ink) printed in the cells."""
+def pixel_figure(path: Path, glyph: torch.Tensor, char: str, model_side: int) -> None:
+    """(1,R,R) glyph in [-1,1] drawn with its 8-bit pixel values (255 paper, 0 ink) printed in the cells.
+    R is at most 32: more numbers would not be legible; the title says what side the model draws."""
     plt = _plt()
     values = ((glyph[0] + 1) * 127.5).round().int().numpy()
     r = values.shape[0]
@@ -86,7 +87,8 @@ def pixel_figure(path: Path, glyph: torch.Tensor, char: str) -> None:
             ax.text(x, y, str(values[y, x]), ha="center", va="center", fontsize=4.8,
                     color="black" if values[y, x] > 128 else "white")
     ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title(f"U+{ord(char):04X} downsampled to {r}×{r}: what the model sees (255 = paper, 0 = ink)", fontsize=11)
+    sees = "what the model sees" if r == model_side else f"the model draws {model_side}×{model_side}"
+    ax.set_title(f"U+{ord(char):04X} downsampled to {r}×{r}: {sees} (255 = paper, 0 = ink)", fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -168,7 +170,7 @@ def one_step_guess(pipe: GlyffuserPipeline, text, mask, empty, seeds: list[int],
     """x0 predicted by one model call at t = T from pure noise, with classifier-free guidance."""
     sched = DDPMScheduler.from_config(pipe.scheduler_config)
     t = sched.config.num_train_timesteps - 1
-    res = pipe.unet.config.sample_size
+    res = image_size(pipe.unet)
     x = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds])
     n = len(seeds)
     both, both_mask = guided_batch(text, mask, empty)
@@ -201,7 +203,7 @@ def denoise_gif(path: Path, pipe: GlyffuserPipeline, prompts: list[str], steps: 
             sheet.paste(c.resize((size, size), Image.NEAREST), (4 + q * (size + 4), 4 + r * (size + 4)))
         return sheet
 
-    res = pipe.unet.config.sample_size
+    res = image_size(pipe.unet)
     start = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds])
     frames.append(frame(start.clamp(-1, 1)))
     pipe.sample(text, mask, empty, seeds, steps, guidance, "ddim", callback=lambda i, t, x: frames.append(frame(x)))
@@ -214,20 +216,21 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     f, s = params.figures, params.sample
     start = time.perf_counter()
     pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
-    res = pipe.unet.config.sample_size
+    res = image_size(pipe.unet)
     defs, _ = read_table(paths.definitions, columns=["codepoint"])
     glyphs, _ = read_table(paths.glyphs, required=("png",))
     codepoints = defs.column("codepoint").to_pylist()
     if ord(f.pixel_glyph) not in codepoints:
         raise GlyffuserError(f"figures.pixel_glyph {f.pixel_glyph!r} is not among the rendered glyphs (render.ranges)")
-    glyph = pngs_to_tensor([glyphs.column("png")[codepoints.index(ord(f.pixel_glyph))].as_py()], res)[0]
+    png = glyphs.column("png")[codepoints.index(ord(f.pixel_glyph))].as_py()
+    glyph = pngs_to_tensor([png], res)[0]
     points, _ = read_table(paths.umap_points, columns=["x", "y"])
     xy = np.stack([points.column("x").to_numpy(), points.column("y").to_numpy()], 1)
     seed = params.base.seed
     seeds = list(range(SEEDS))
 
     with atomic_outputs(paths.out, dirs=True) as (tmp,):
-        pixel_figure(tmp / "pixels.png", glyph, f.pixel_glyph)
+        pixel_figure(tmp / "pixels.png", pngs_to_tensor([png], min(res, 32))[0], f.pixel_glyph, res)
         forward_figure(tmp / "forward.png", glyph, f.forward_timesteps, seed)
         forward_2d_figure(tmp / "forward_2d.png", xy, f.forward_timesteps, seed)
         frames = denoise_gif(tmp / "denoise.gif", pipe, f.animation_prompts, f.animation_steps, s.guidance)

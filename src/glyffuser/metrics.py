@@ -5,7 +5,9 @@
 - KID/FID between two feature sets (KID: unbiased MMD² with a cubic polynomial kernel, averaged over
   random subsets, Bińkowski et al. 2018; FID: Fréchet distance of fitted Gaussians);
 - nearest-neighbour distance up to a 1-pixel shift, and a copy threshold calibrated on real glyphs;
-- a linear probe from pooled text embeddings to the radical (what the text alone says).
+- a linear probe from pooled text embeddings to the radical (what the text alone says);
+- sharpness: the share of two-tone pixels (rendered glyphs are nearly all paper or ink; blurred or
+  upscaled ones are not).
 """
 
 from __future__ import annotations
@@ -125,3 +127,9 @@ def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tenso
         opt.step()
     with torch.no_grad():
         return float((layer(b).argmax(1).numpy() == np.asarray(test_y)).mean())
+
+
+def two_tone_share(images: torch.Tensor, tolerance: float = 0.1) -> float:
+    """Share of pixels within `tolerance` of paper or ink on a 0..1 ink scale, over (N,1,R,R) images in [-1,1]."""
+    v = (images.float() + 1) / 2
+    return float(((v <= tolerance) | (v >= 1 - tolerance)).float().mean())

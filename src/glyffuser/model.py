@@ -1,5 +1,10 @@
 """The denoiser: diffusers' UNet2DConditionModel on 1-channel glyphs, conditioned on text tokens.
 
+Patchified pixel diffusion (Hoogeboom et al. 2023, "simple diffusion"): with patch_size p the UNet sees
+each p×p block of pixels as p² channels (pixel unshuffle) and unfolds its output the same way, so a
+64 px glyph costs about what a 32 px one did. The patch size is the UNet's in_channels = p²; the
+scheduler and samplers work on full-resolution images and never see the folding.
+
 Text enters twice: every token through cross-attention (with the padding masked out), and,
 optionally, a pooled sentence vector added to the timestep embedding. The pooled vector is the
 masked mean over real tokens, computed here because diffusers' own text pooling ignores the mask.
@@ -7,19 +12,24 @@ masked mean over real tokens, computed here because diffusers' own text pooling 
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
 
 def build_unet(resolution: int, text_dim: int, block_channels: list[int], layers_per_block: int,
-               attention_levels: list[bool], attention_head_dim: int, pooled_text: bool) -> UNet2DConditionModel:
-    """UNet with cross-attention at the down levels flagged in `attention_levels` (mirrored on the way up)."""
+               attention_levels: list[bool], attention_head_dim: int, pooled_text: bool,
+               patch_size: int = 1) -> UNet2DConditionModel:
+    """UNet with cross-attention at the down levels flagged in `attention_levels` (mirrored on the way up),
+    running at resolution / patch_size on patch_size² channels."""
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)]
     return UNet2DConditionModel(
-        sample_size=resolution,
-        in_channels=1,
-        out_channels=1,
+        sample_size=resolution // patch_size,  # the UNet's grid; image_size() gives the glyph side
+        in_channels=patch_size**2,
+        out_channels=patch_size**2,
         block_out_channels=tuple(block_channels),
         layers_per_block=layers_per_block,
         down_block_types=tuple(down),
@@ -34,6 +44,18 @@ def build_unet(resolution: int, text_dim: int, block_channels: list[int], layers
     )
 
 
+def patch_size(unet) -> int:
+    """Pixels per side folded into one UNet cell: 1 (plain) or p, read from in_channels = p²."""
+    config = getattr(unet, "module", unet).config  # unwrap DistributedDataParallel
+    return math.isqrt(config.in_channels)
+
+
+def image_size(unet) -> int:
+    """Side in pixels of the glyphs the model draws (the UNet's grid times the patch size)."""
+    config = getattr(unet, "module", unet).config
+    return config.sample_size * patch_size(unet)
+
+
 def pool_text(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Masked mean over real tokens: (B, L, D), (B, L) -> (B, D)."""
     m = mask.unsqueeze(-1).to(text.dtype)
@@ -43,9 +65,14 @@ def pool_text(text: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def denoise(unet: UNet2DConditionModel, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
             mask: torch.Tensor) -> torch.Tensor:
     """One UNet call with the conditioning wired the same way in training and sampling."""
+    # x: (B,1,R,R) -> (B,p²,R/p,R/p) for the UNet -> back to (B,1,R,R)
     config = getattr(unet, "module", unet).config  # unwrap DistributedDataParallel
     pooled = pool_text(text, mask) if config.class_embed_type == "projection" else None
-    return unet(x, t, encoder_hidden_states=text, encoder_attention_mask=mask, class_labels=pooled).sample
+    p = math.isqrt(config.in_channels)
+    if p > 1:
+        x = F.pixel_unshuffle(x, p)
+    out = unet(x, t, encoder_hidden_states=text, encoder_attention_mask=mask, class_labels=pooled).sample
+    return F.pixel_shuffle(out, p) if p > 1 else out
 
 
 def count_parameters(module: torch.nn.Module) -> int:

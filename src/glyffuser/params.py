@@ -89,6 +89,8 @@ class EmbedParams(_Group):
 
 class TrainParams(_Group):
     resolution: Annotated[int, Field(ge=8, le=512)]
+    patch_size: Annotated[int, Field(ge=1, le=8)]
+    schedule_base_resolution: Annotated[int, Field(ge=8, le=512)]
     block_channels: Annotated[list[Annotated[int, Field(ge=8)]], Field(min_length=2)]
     layers_per_block: Annotated[int, Field(ge=1)]
     attention_levels: list[bool]
@@ -123,8 +125,11 @@ class TrainParams(_Group):
     def _consistent(self) -> TrainParams:
         if len(self.attention_levels) != len(self.block_channels):
             raise ValueError("attention_levels needs one true/false per entry of block_channels")
-        if self.resolution % 2 ** (len(self.block_channels) - 1):
-            raise ValueError(f"resolution must be divisible by 2^{len(self.block_channels) - 1} (one halving per level)")
+        if self.resolution % self.patch_size:
+            raise ValueError(f"resolution {self.resolution} must be divisible by patch_size {self.patch_size}")
+        if (self.resolution // self.patch_size) % 2 ** (len(self.block_channels) - 1):
+            raise ValueError(f"resolution / patch_size must be divisible by 2^{len(self.block_channels) - 1} "
+                             "(one halving per level)")
         if any(c % min(32, self.block_channels[0]) for c in self.block_channels):
             raise ValueError("every block_channels entry must be a multiple of the first (GroupNorm groups)")
         if any(c % self.attention_head_dim for c, a in zip(self.block_channels, self.attention_levels) if a) or \
@@ -133,6 +138,10 @@ class TrainParams(_Group):
         if self.zero_terminal_snr and self.prediction != "v_prediction":
             raise ValueError("zero_terminal_snr needs prediction: v_prediction (epsilon is undefined at SNR 0)")
         return self
+
+    def snr_scale(self) -> float:
+        """The schedule's SNR factor: (schedule_base_resolution / resolution)², 1 when they are equal."""
+        return (self.schedule_base_resolution / self.resolution) ** 2
 
 
 class SampleParams(_Group):
@@ -164,6 +173,14 @@ class EvaluateParams(_Group):
     prompt_radicals: dict[str, Annotated[int, Field(ge=1, le=214)]]
     copy_calibration: Annotated[int, Field(ge=10)]
     copy_quantile: Annotated[float, Field(gt=0, lt=1)]
+    seed_sweep_prompt: str
+    seed_sweep_seeds: Annotated[int, Field(ge=1, le=256)]
+
+    @model_validator(mode="after")
+    def _sweep_has_radical(self) -> EvaluateParams:
+        if self.seed_sweep_prompt not in self.prompt_radicals:
+            raise ValueError(f"seed_sweep_prompt {self.seed_sweep_prompt!r} needs its radical in prompt_radicals")
+        return self
 
 
 class UmapParams(_Group):

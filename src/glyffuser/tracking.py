@@ -71,14 +71,17 @@ def _experiment_id(mlflow) -> str:
 
 
 def run_name(stage: str, params: dict, commit: str) -> str:
-    """'train · lr-1e-3-2ep' for a DVC experiment, else what was trained: 'train · 32 px, UNet 32-64-128, 6 ep · 93d06c0'."""
+    """'train · lr-1e-3-2ep' for a DVC experiment, else what was trained:
+    'train · 64 px in 2×2 patches, UNet 32-64-128, 6 ep · 93d06c0' ('64 px' alone without patches)."""
     if exp := os.environ.get("DVC_EXP_NAME"):
         return f"{stage} · {exp}"
     t = params.get("train", {})
     if not t:
         return f"{stage} · {commit[:7]}"
     channels = "-".join(str(c) for c in t.get("block_channels", []))
-    return f"{stage} · {t.get('resolution')} px, UNet {channels}, {t.get('epochs'):g} ep · {commit[:7]}"
+    patch = t.get("patch_size", 1)
+    size = f"{t.get('resolution')} px" + (f" in {patch}×{patch} patches" if patch > 1 else "")
+    return f"{stage} · {size}, UNet {channels}, {t.get('epochs'):g} ep · {commit[:7]}"
 
 
 @contextmanager

@@ -186,8 +186,8 @@ def build_training(p, seed: int, text_dim: int, accelerator: Accelerator, total_
     (`compile_backend` lets benchmarks/gpu.py --smoke check the compiled path without inductor's wait.)"""
     torch.manual_seed(seed)
     unet = build_unet(p.resolution, text_dim, p.block_channels, p.layers_per_block, p.attention_levels,
-                      p.attention_head_dim, p.pooled_text)
-    noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr)
+                      p.attention_head_dim, p.pooled_text, p.patch_size)
+    noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr, snr_scale=p.snr_scale())
     speed = Speedups.of(p, accelerator.device)
     if speed.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
@@ -250,7 +250,8 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     images, texts, masks = train.images.to(device), train.text.to(device), train.mask.to(device)
     empty = data.empty_text.to(device)
     info = {**{k: meta[k] for k in ("encoder", "encoder_sha256", "encoder_revision", "model_type", "dim", "max_length")},
-            "resolution": p.resolution, "schedule": p.schedule, "prediction": p.prediction,
+            "resolution": p.resolution, "patch_size": p.patch_size, "schedule": p.schedule,
+            "schedule_base_resolution": p.schedule_base_resolution, "prediction": p.prediction,
             "pooled_text": p.pooled_text, "pixels": "x = png / 127.5 - 1 (background +1, ink -1)",
             "glyffuser_version": __version__}
     pipe = GlyffuserPipeline(raw_unet, dict(noise_sched.config), info)
