@@ -2,6 +2,7 @@
 
     python benchmarks/resolution.py                 # 3 variants x 8 training minutes, ~40 min on 2 cores
     python benchmarks/resolution.py --minutes 4 --only patch2-shift,cascade
+    python benchmarks/resolution.py --judge DIR     # data/model judged by another classifier (e.g. 32 px)
 
 Variants (all from params.yaml, same UNet widths, data, seed, optimizer; only the design differs):
 - patch2-shift:   patchified pixel diffusion (Hoogeboom et al. 2023): 64 px glyphs folded into 2x2
@@ -132,10 +133,10 @@ def cascade_pipeline(model: Path, upsampler: Upsampler):
     return Cascade(base.unet, base.scheduler_config, base.info, base.bf16)
 
 
-def evaluate(params, model: Path, out: Path, pipe=None) -> dict:
+def evaluate(params, model: Path, out: Path, pipe=None, classifier: Path = DATA / "classifier") -> dict:
     from glyffuser.evaluate import EvaluatePaths, run_evaluate
 
-    paths = EvaluatePaths(model, DATA / "classifier", DATA / "render" / "definitions.parquet",
+    paths = EvaluatePaths(model, classifier, DATA / "render" / "definitions.parquet",
                           DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet", out)
     m = run_evaluate(params, paths, track=False, pipe=pipe)
     keep = ("adherence_grid", "adherence_grid_se", "adherence_heldout", "adherence_heldout_se", "control_empty_prompt",
@@ -164,7 +165,17 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma-separated variants")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--heldout", type=int, default=100, help="held-out characters per evaluation (2 samples each)")
+    parser.add_argument("--judge", type=Path, help="only evaluate data/model with the classifier in this folder "
+                        "(e.g. a 32 px one from the DVC cache: the 64 px model judged as the 32 px default was)")
     args = parser.parse_args()
+    if args.judge:
+        params = with_overrides(load_params(args.params), {})
+        report = json.loads((args.judge / "report.json").read_text())
+        with tempfile.TemporaryDirectory() as tmp:
+            row = evaluate(params, DATA / "model", Path(tmp), classifier=args.judge)
+        write_result(f"resolution_judge{report['resolution']}", {"model": "data/model", "judge": str(args.judge),
+                                                               "judge_resolution": report["resolution"], **row})
+        return
     base = with_overrides(load_params(args.params), {"train.snapshot_every": 0, "train.eval_every": 0,
                                                      "evaluate.heldout_characters": args.heldout})
     n_train = json.loads((DATA / "render" / "report.json").read_text())["splits"]["train"]
@@ -190,7 +201,8 @@ def main() -> None:
             pipe = cascade_pipeline(folder / "model", upsampler)
         row.update(evaluate(params, folder / "model", folder / "evaluate", pipe))
         runs[name] = row
-        grids[name] = folder / "evaluate" / "grid.png"
+        grids[f"{name}: {row['train_minutes']:.1f} training min, KID {row['kid']:.3f}, "
+              f"sharpness {row['sharpness_ratio']:.0%} of real"] = folder / "evaluate" / "grid.png"
         print(name, row, flush=True)
     image = ROOT / "docs" / "resolution_compare.png"
     side_by_side(grids, image)
