@@ -125,12 +125,18 @@ def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool, compi
     return len(images) / (time.perf_counter() - start), warm_up
 
 
-def _evaluate(params, out: Path, model: Path = DATA / "model") -> dict:
+def run_evaluate_on_data(params, out: Path, model: Path = DATA / "model", classifier: Path = DATA / "classifier",
+                         pipe=None) -> dict:
+    """The evaluate stage (run_evaluate, untracked) on the pipeline's data/ tables; its whole metrics dict."""
     from glyffuser.evaluate import EvaluatePaths, run_evaluate
 
-    paths = EvaluatePaths(model, DATA / "classifier", DATA / "render" / "definitions.parquet",
+    paths = EvaluatePaths(model, classifier, DATA / "render" / "definitions.parquet",
                           DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet", out)
-    return _evaluate_row(run_evaluate(params, paths, track=False))
+    return run_evaluate(params, paths, track=False, pipe=pipe)
+
+
+def _evaluate(params, out: Path, model: Path = DATA / "model") -> dict:
+    return _evaluate_row(run_evaluate_on_data(params, out, model))
 
 
 def _evaluate_row(m: dict) -> dict:
@@ -176,15 +182,10 @@ def part_curve(params) -> dict:
     metrics = json.loads((DATA / "train" / "metrics.json").read_text())
     small = with_overrides(params, {"evaluate.heldout_characters": 100, "evaluate.samples_per_character": 1})
     rows = []
-    from glyffuser.evaluate import EvaluatePaths, run_evaluate
-
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             info = json.loads((model / "glyffuser.json").read_text())
-            paths = EvaluatePaths(model, DATA / "classifier", DATA / "render" / "definitions.parquet",
-                                  DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet",
-                                  Path(tmp) / model.name)
-            m = run_evaluate(small, paths, track=False)
+            m = run_evaluate_on_data(small, Path(tmp) / model.name, model)
             rows.append({"step": info.get("step", metrics["steps"]),
                          "train_minutes": info.get("train_minutes", metrics["wall_time_min"]),
                          "adherence_grid": round(m["adherence_grid"], 4), "adherence_grid_se": round(m["adherence_grid_se"], 4),
@@ -259,12 +260,7 @@ def part_guidance(params, scales=(2.0, 3.0, 5.0, 7.5, 10.0)) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for scale in scales:
             variant = with_overrides(params, {"sample.guidance": scale, "evaluate.heldout_characters": 100})
-            from glyffuser.evaluate import EvaluatePaths, run_evaluate
-
-            paths = EvaluatePaths(DATA / "model", DATA / "classifier", DATA / "render" / "definitions.parquet",
-                                  DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet",
-                                  Path(tmp) / str(scale))
-            m = run_evaluate(variant, paths, track=False)
+            m = run_evaluate_on_data(variant, Path(tmp) / str(scale))
             rows[str(scale)] = {**_evaluate_row(m), "seed_sweep_hits": m["seed_sweep_hits"],
                                 "sharpness_ratio": round(m["sharpness_ratio"], 4)}
             print(scale, rows[str(scale)], flush=True)

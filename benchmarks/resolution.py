@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_result  # noqa: E402
-from cpu import DATA, _train  # noqa: E402
+from cpu import DATA, _train, run_evaluate_on_data  # noqa: E402
 
 from glyffuser.params import load_params, with_overrides  # noqa: E402
 
@@ -134,11 +134,7 @@ def cascade_pipeline(model: Path, upsampler: Upsampler):
 
 
 def evaluate(params, model: Path, out: Path, pipe=None, classifier: Path = DATA / "classifier") -> dict:
-    from glyffuser.evaluate import EvaluatePaths, run_evaluate
-
-    paths = EvaluatePaths(model, classifier, DATA / "render" / "definitions.parquet",
-                          DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet", out)
-    m = run_evaluate(params, paths, track=False, pipe=pipe)
+    m = run_evaluate_on_data(params, out, model, classifier, pipe)
     keep = ("adherence_grid", "adherence_grid_se", "adherence_heldout", "adherence_heldout_se", "control_empty_prompt",
             "control_shuffled", "chance", "seed_sweep_hits", "seed_sweep_seeds", "sharpness", "sharpness_real",
             "sharpness_ratio", "kid", "kid_real_floor", "fid", "fid_real_floor", "novelty", "sampling_minutes")
@@ -169,12 +165,13 @@ def main() -> None:
                         "(e.g. a 32 px one from the DVC cache: the 64 px model judged as the 32 px default was)")
     args = parser.parse_args()
     if args.judge:
-        params = with_overrides(load_params(args.params), {})
+        params = load_params(args.params)
         report = json.loads((args.judge / "report.json").read_text())
         with tempfile.TemporaryDirectory() as tmp:
             row = evaluate(params, DATA / "model", Path(tmp), classifier=args.judge)
         write_result(f"resolution_judge{report['resolution']}", {"model": "data/model", "judge": str(args.judge),
-                                                               "judge_resolution": report["resolution"], **row})
+                                                               "judge_resolution": report["resolution"],
+                                                               "guidance": params.sample.guidance, **row})
         return
     base = with_overrides(load_params(args.params), {"train.snapshot_every": 0, "train.eval_every": 0,
                                                      "evaluate.heldout_characters": args.heldout})
