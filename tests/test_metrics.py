@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from glyffuser.classifier import augment, load_glyph_splits, majority_share, train_classifier, accuracy, LabelledGlyphs
-from glyffuser.figures import score_field
-from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest
+from glyffuser.geometry import score_field
+from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest, nearest_k
 
 
 def test_kid_and_fid_are_zero_for_one_distribution_and_large_for_disjoint_sets():
@@ -89,3 +89,17 @@ def test_score_field_points_at_the_data():
     two = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
     mid = score_field(two, torch.zeros(1, 2), abar=0.5, bandwidth=0.1)
     assert torch.allclose(mid, torch.zeros(1, 2), atol=1e-6)  # symmetric: no pull either way
+
+
+def test_nearest_k_ranks_references_and_agrees_with_nearest():
+    gen = torch.Generator().manual_seed(0)
+    reference = torch.rand(50, 1, 12, 12, generator=gen) * 2 - 1
+    queries = reference[[3, 7]] + 0.01 * torch.randn(2, 1, 12, 12, generator=gen)
+    d, i = nearest_k(queries, reference, 4)
+    assert d.shape == i.shape == (2, 4) and list(i[:, 0]) == [3, 7]
+    assert (np.diff(d, axis=1) >= 0).all()  # ascending
+    d1, i1 = nearest(queries, reference)
+    assert np.array_equal(i1, i[:, 0]) and np.allclose(d1, d[:, 0])
+    # a query shifted by one pixel still finds its original at distance ~0 (paper fills the border)
+    shifted = torch.nn.functional.pad(reference[5:6], (1, 0, 0, 0), value=1.0)[..., :12]
+    assert nearest_k(shifted, reference, 2)[1][0, 0] == 5

@@ -75,23 +75,26 @@ def nearest(queries: torch.Tensor, reference: torch.Tensor, chunk: int = 256) ->
     Distance: root-mean-square pixel difference on a 0..1 ink scale (0 identical, 1 inverted).
     Returns (distances (N,), reference indices (N,)).
     """
+    d, i = nearest_k(queries, reference, 1, chunk)
+    return d[:, 0], i[:, 0]
+
+
+def nearest_k(queries: torch.Tensor, reference: torch.Tensor, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """`nearest`, the k closest references of each query: distances (N, k) ascending, indices (N, k)."""
     ref = reference.flatten(1).float()  # (M, P)
     ref_sq = (ref ** 2).sum(1)
     pixels = ref.shape[1]
-    best_d = torch.full((len(queries),), float("inf"))
-    best_i = torch.zeros(len(queries), dtype=torch.long)
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            q = _shifted(queries.float(), dy, dx).flatten(1)
-            for s in range(0, len(q), chunk):
-                qc = q[s:s + chunk]
-                d2 = (qc ** 2).sum(1, keepdim=True) + ref_sq[None] - 2 * qc @ ref.T  # (n, M)
-                d, i = d2.min(dim=1)
-                better = d < best_d[s:s + chunk]
-                best_d[s:s + chunk] = torch.where(better, d, best_d[s:s + chunk])
-                best_i[s:s + chunk] = torch.where(better, i, best_i[s:s + chunk])
-    rms = best_d.clamp(min=0).div(pixels).sqrt() / 2  # model space spans 2
-    return rms.numpy(), best_i.numpy()
+    dists, indices = [], []
+    for s in range(0, len(queries), chunk):
+        best = torch.full((len(queries[s:s + chunk]), len(ref)), float("inf"))  # (n, M) over the 9 shifts
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                q = _shifted(queries[s:s + chunk].float(), dy, dx).flatten(1)
+                best = torch.minimum(best, (q ** 2).sum(1, keepdim=True) + ref_sq[None] - 2 * q @ ref.T)
+        d, i = best.topk(min(k, len(ref)), dim=1, largest=False)
+        dists.append(d), indices.append(i)
+    rms = torch.cat(dists).clamp(min=0).div(pixels).sqrt() / 2  # model space spans 2
+    return rms.numpy(), torch.cat(indices).numpy()
 
 
 def near_copies(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
