@@ -3,7 +3,8 @@
     python docs/update_images.py
 
 Every image the README shows comes from data/ through this table, never by hand; the MLflow
-screenshots come from docs/mlflow_screenshot.py.
+screenshots come from docs/mlflow_screenshot.py, the guide's from docs/guide_screenshot.py and the
+playground's from docs/demo_screenshot.py.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ COPIES = {
     "novelty.png": "evaluate/novelty.png",
     "umap_layouts.png": "umap/umap_layouts.png",
     "umap_samples.png": "umap/umap_samples.png",
-    "forward.png": "figures/forward.png",
-    "forward_2d.png": "figures/forward_2d.png",
-    "steps.png": "figures/steps.png",
-    "guidance.png": "figures/guidance.png",
-    "single_step.png": "figures/single_step.png",
-    "denoise.gif": "figures/denoise.gif",
+    "score.png": "figures/score.png",
+    "trajectory_curve.png": "figures/trajectory_curve.png",
+    "guidance_curve.png": "figures/guidance_curve.png",
+    "umap_prompts.png": "umap/umap_prompts.png",
 }
 PREVIEW_ROWS_PX = 370  # docs/glyphs.png: the first two rows of the render stage's preview
 

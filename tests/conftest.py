@@ -71,3 +71,44 @@ def tiny_model(params, rendered, embeddings_path, tmp_path_factory) -> tuple[Pat
     paths = train_paths(tmp_path_factory.mktemp("tiny-model"), rendered, embeddings_path)
     metrics = run_train(p, paths, track=False)
     return paths.model, metrics
+
+
+# The evaluate-side stages on the tiny model: a small classifier, a short evaluation, then umap and figures.
+SMALL_EVAL = {
+    **TINY_TRAIN, "classifier.epochs": 3, "classifier.width": 8, "evaluate.heldout_characters": 6,
+    "evaluate.samples_per_character": 2, "evaluate.copy_calibration": 40, "umap.n_neighbors": 8,
+    "figures.step_counts": [1, 3], "figures.guidance_prompts": ["a kind of fish"], "figures.guidance_scales": [0, 3],
+    "figures.animation_prompts": ["a kind of fish", "a small bird"], "figures.animation_steps": 4,
+    "figures.forward_timesteps": [0, 500, 999], "figures.signal_levels": [1.0, 0.5, 0.05], "figures.trajectory_seeds": 4,
+    "figures.step_samplers": ["ddim", "dpmsolver++"],
+}
+
+
+@pytest.fixture(scope="session")
+def evaluated(params, rendered, embeddings_path, tiny_model, tmp_path_factory):
+    from glyffuser.classifier import run_classifier
+    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+
+    out, _ = rendered
+    p = with_overrides(params, SMALL_EVAL)
+    root = tmp_path_factory.mktemp("evaluate")
+    report = run_classifier(p, out.definitions, out.glyphs, root / "classifier")
+    paths = EvaluatePaths(tiny_model[0], root / "classifier", out.definitions, out.glyphs, embeddings_path, root / "eval")
+    return p, paths, report, run_evaluate(p, paths, track=False)
+
+
+@pytest.fixture(scope="session")
+def figures(evaluated, rendered, tiny_model, sources_dir, tmp_path_factory):
+    """umap (with the evaluate samples) and figures of the tiny model, as the pipeline runs them."""
+    from glyffuser.atlas import run_umap
+    from glyffuser.figures import FigurePaths, run_figures
+    from glyffuser.sources import SourceManifest
+
+    p, paths, _, _ = evaluated
+    out, _ = rendered
+    root = tmp_path_factory.mktemp("figures")
+    run_umap(p, out.definitions, out.glyphs, sources_dir, paths.out / "samples.parquet", root / "umap", track=False)
+    fig_paths = FigurePaths(tiny_model[0], out.definitions, out.glyphs, root / "umap" / "points.parquet",
+                            root / "figures", paths.classifier, paths.embeddings, paths.out / "samples.parquet",
+                            sources_dir / SourceManifest.read(sources_dir).font_file)
+    return p, fig_paths, root, run_figures(p, fig_paths, track=False)

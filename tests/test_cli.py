@@ -69,7 +69,7 @@ def all_commands():
 
 def test_every_command_has_help_and_none_is_missed(tmp_path):
     commands = all_commands()
-    assert {"sources", "render", "embed", "train", "sample", "classifier", "evaluate", "umap", "figures"} <= set(commands)
+    assert {"sources", "render", "embed", "train", "sample", "classifier", "evaluate", "umap", "figures", "guide"} <= set(commands)
     for command in commands:
         result = glyffuser(command, "--help", cwd=tmp_path)
         assert result.returncode == 0 and "--params" in result.stdout and "usage: glyffuser " + command in result.stdout

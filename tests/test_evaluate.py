@@ -7,31 +7,11 @@ import pytest
 from PIL import Image
 
 from glyffuser.atlas import read_layouts, run_umap
-from glyffuser.classifier import run_classifier
 from glyffuser.cli import main
 from glyffuser.errors import GlyffuserError
 from glyffuser.evaluate import EvaluatePaths, run_evaluate
 from glyffuser.figures import FigurePaths, run_figures
 from glyffuser.params import with_overrides
-from tests.conftest import TINY_TRAIN
-
-SMALL_EVAL = {
-    **TINY_TRAIN, "classifier.epochs": 3, "classifier.width": 8, "evaluate.heldout_characters": 6,
-    "evaluate.samples_per_character": 2, "evaluate.copy_calibration": 40, "umap.n_neighbors": 8,
-    "figures.step_counts": [1, 3], "figures.guidance_prompts": ["a kind of fish"], "figures.guidance_scales": [0, 3],
-    "figures.animation_prompts": ["a kind of fish", "a small bird"], "figures.animation_steps": 4,
-    "figures.forward_timesteps": [0, 500, 999],
-}
-
-
-@pytest.fixture(scope="module")
-def evaluated(params, rendered, embeddings_path, tiny_model, tmp_path_factory):
-    out, _ = rendered
-    p = with_overrides(params, SMALL_EVAL)
-    root = tmp_path_factory.mktemp("evaluate")
-    report = run_classifier(p, out.definitions, out.glyphs, root / "classifier")
-    paths = EvaluatePaths(tiny_model[0], root / "classifier", out.definitions, out.glyphs, embeddings_path, root / "eval")
-    return p, paths, report, run_evaluate(p, paths, track=False)
 
 
 def test_classifier_stage_reports_its_ceiling(evaluated):
@@ -103,24 +83,73 @@ def test_umap_maps_every_glyph_and_projects_the_samples(evaluated, rendered, sou
     assert result["samples_projected"] == 2 * p.evaluate.heldout_characters + p.evaluate.heldout_characters + 16
     html = (tmp_path / "umap" / "umap.html").read_text(encoding="utf-8")
     assert "鯉" in html and "data:image/png;base64," in html
-    for name in ("umap_density.png", "umap_radicals.png", "umap_layouts.png", "umap_samples.png"):
+    for name in ("umap_density.png", "umap_radicals.png", "umap_layouts.png", "umap_samples.png", "umap_prompts.png"):
         assert Image.open(tmp_path / "umap" / name).size[0] > 300
+    projected = pq.read_table(tmp_path / "umap" / "samples.parquet").to_pandas()
+    assert len(projected) == result["samples_projected"] and projected[["x", "y"]].notna().all().all()
+    assert (projected.kind == "grid").sum() == 16 and (projected[projected.kind == "grid"].target_radical > 0).all()
 
 
-def test_figures_from_the_tiny_model(evaluated, rendered, tiny_model, sources_dir, tmp_path):
-    p, paths, _, _ = evaluated
-    out, _ = rendered
-    run_umap(p, out.definitions, out.glyphs, sources_dir, None, tmp_path / "umap", track=False)
-    report = run_figures(p, FigurePaths(tiny_model[0], out.definitions, out.glyphs, tmp_path / "umap" / "points.parquet",
-                                        tmp_path / "figures"), track=False)
-    assert report["figures"] == ["denoise.gif", "forward.png", "forward_2d.png", "guidance.png", "pixels.png",
-                                 "single_step.png", "steps.png"]
-    gif = Image.open(tmp_path / "figures" / "denoise.gif")
+def test_figures_from_the_tiny_model(figures, evaluated):
+    p, fig_paths, _, report = figures
+    assert report["figures"] == ["data.png", "denoise.gif", "forward.png", "forward_2d.png", "forward_q.png",
+                                 "gaussian_1d.png", "guidance.png", "guidance_curve.png", "pixels.png", "prediction.png",
+                                 "score.png", "single_step.png", "steps.png", "trajectory.png", "trajectory_curve.png",
+                                 "report.json"]
+    gif = Image.open(fig_paths.out / "denoise.gif")
     assert gif.n_frames == p.figures.animation_steps + 1  # pure noise, then one frame per step
+    numbers = json.loads((fig_paths.out / "report.json").read_text(encoding="utf-8"))
+    # one panel per signal level, each at a different t; the arrows share one scale
+    assert len(set(numbers["map"]["timesteps"])) == len(p.figures.signal_levels) and numbers["map"]["arrow_scale"] > 0
+    curve = numbers["guidance_curve"]
+    assert [c["guidance"] for c in curve] == p.figures.guidance_scales and all(0 <= c["adherence"] <= 1 for c in curve)
+    tj = numbers["trajectory"]
+    assert len(tj["read_guess"]) == len(tj["read_noisy"]) == p.sample.steps + 1 and tj["seeds"] == 4
+    # the trajectory's last point is the finished glyph, read the same way whether as x̂₀ or x_t
+    assert tj["read_guess"][-1] == tj["read_noisy"][-1]
+    gold = numbers["neighbours"][0]
+    assert gold["tokens"][0] == "[CLS]" and len(gold["neighbours"]) == 5
+    assert gold["neighbours"][0]["cosine"] >= gold["neighbours"][-1]["cosine"]
     bad = with_overrides(p, {"figures.pixel_glyph": "好"})  # not in the small ranges
     with pytest.raises(GlyffuserError, match="pixel_glyph"):
-        run_figures(bad, FigurePaths(tiny_model[0], out.definitions, out.glyphs, tmp_path / "umap" / "points.parquet",
-                                     tmp_path / "figures2"), track=False)
+        run_figures(bad, FigurePaths(fig_paths.model, fig_paths.definitions, fig_paths.glyphs, fig_paths.umap_points,
+                                     fig_paths.out.parent / "figures2"), track=False)
+
+
+def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, tmp_path, capsys):
+    import base64
+    import io
+    import re
+
+    from glyffuser.guide import SECTIONS, GuidePaths, build_guide
+
+    p, fig_paths, root, _ = figures
+    _, eval_paths, _, _ = evaluated
+    out, _ = rendered
+    model = fig_paths.model
+    paths = GuidePaths(fig_paths.out, root / "umap", eval_paths.out, model.parent / "metrics.json", out.report,
+                       eval_paths.classifier / "report.json", model, tmp_path / "guide" / "index.html")
+    summary = build_guide(p, paths)
+    page = paths.out.read_text(encoding="utf-8")
+    for i, title in enumerate(SECTIONS, 1):
+        assert f'<section id="s{i}"><h2>{i}. {title}</h2>' in page, title
+    assert summary["sections"] == 10 and page.index('id="s1"') < page.index('id="s10"')
+    # every image is inline and decodes; nothing is fetched from a server or the network
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == summary["images"] >= 20
+    for src in sources:
+        kind, data = re.fullmatch(r"data:image/(png|gif);base64,(.+)", src).groups()
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+    assert not re.search(r'(src|href)="(https?:)?//', page)
+    # the page quotes this run's numbers
+    metrics = json.loads(eval_paths.metrics.read_text())
+    assert f"{100 * metrics['adherence_grid']:.1f} %" in page and f"{metrics['kid']:.3f}" in page
+    # a missing input: one line, and no page
+    code = main(["guide", "--figures", str(tmp_path / "none"), "--umap", str(root / "umap"), "--evaluate",
+                 str(eval_paths.out), "--model", str(model), "--out", str(tmp_path / "g2" / "index.html"), "--no-mlflow"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "report.json is missing" in err
+    assert not (tmp_path / "g2" / "index.html").exists()
 
 
 def test_evaluate_refuses_embeddings_of_other_characters(evaluated, tmp_path):

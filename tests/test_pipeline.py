@@ -35,7 +35,7 @@ def assert_mlflow_run_holds_what_the_readme_promises(db):
     assert run.data.params["train.lr"] == "0.002" and run.data.params["model.parameters"]
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 3  # per-step metrics
     for key in ("val_loss", "final_train_loss", "evaluate.adherence_grid", "evaluate.kid", "evaluate.novelty",
-                "umap.minutes", "figures.minutes"):
+                "umap.minutes", "figures.minutes", "guide.minutes"):
         assert key in run.data.metrics, key
 
     def files(path):
@@ -45,6 +45,7 @@ def assert_mlflow_run_holds_what_the_readme_promises(db):
     assert {"evaluate/grid.png", "evaluate/novelty.png", "evaluate/metrics.json"} <= files("evaluate")
     assert {"umap/umap.html", "umap/umap_layouts.png"} <= files("umap")
     assert {"figures/denoise.gif", "figures/forward.png", "figures/guidance.png"} <= files("figures")
+    assert files("guide") == {"guide/index.html"}
     assert "model/glyffuser.json" in files("model")
 
 
@@ -75,6 +76,8 @@ def test_smoke_pipeline(tmp_path):
     # the smoke model draws 64 px glyphs in 2x2 patches, judged at 64 px
     assert evaluation["resolution"] == 64 and 0 <= evaluation["sharpness"] <= 1 and evaluation["seed_sweep_seeds"] == 16
     assert (repo / "data" / "umap" / "umap.html").is_file() and (repo / "data" / "figures" / "denoise.gif").is_file()
+    guide = (repo / "data" / "guide" / "index.html").read_text(encoding="utf-8")
+    assert guide.count("<section id=") == 10 and guide.count('<img src="data:image/') >= 20
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
     for column in ("train_loss", "img_per_s", "adherence_grid", "adherence_heldout", "control_shuffled",
                    "control_empty_prompt", "kid", "kid_real_floor", "novelty", "test_accuracy"):

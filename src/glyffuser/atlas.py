@@ -33,6 +33,10 @@ from glyffuser.tables import read_table, write_table
 LAYOUTS = {"⿰": "left-right", "⿲": "left-right", "⿱": "top-bottom", "⿳": "top-bottom", "⿻": "overlaid",
            **{c: "enclosure" for c in "⿴⿵⿶⿷⿸⿹⿺"}}
 LAYOUT_ORDER = ["left-right", "top-bottom", "enclosure", "overlaid", "single"]
+# Colours that separate at 1.5 px (blue / red / green / purple / dark grey); "single" is grey because
+# it means "not decomposed by the table" (one component, or one the table leaves whole).
+LAYOUT_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#4d4d4d"]
+LAYOUT_LABELS = {"single": "single (not decomposed)"}
 
 
 def read_layouts(path: Path) -> dict[str, str]:
@@ -73,11 +77,12 @@ def radical_label(r: int) -> str:
     return f"{chr(0x2F00 + r - 1)} {r}"
 
 
-PLOTS = ("umap_density.png", "umap_radicals.png", "umap_layouts.png", "umap_samples.png")
+PLOTS = ("umap_density.png", "umap_radicals.png", "umap_layouts.png", "umap_samples.png", "umap_prompts.png")
 
 
 def _plots(out: dict[str, Path], xy: np.ndarray, radicals: np.ndarray, layouts: list[str], samples: np.ndarray,
-           sample_kinds: list[str], top: int, bins: int, sigma: float, font: Path) -> None:
+           sample_kinds: list[str], sample_prompts: list[str], sample_targets: np.ndarray, top: int, bins: int,
+           sigma: float, font: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,11 +117,11 @@ def _plots(out: dict[str, Path], xy: np.ndarray, radicals: np.ndarray, layouts: 
     ax.legend(markerscale=6, loc="best", prop=FontProperties(fname=str(font), size=8))
     fig.tight_layout(), fig.savefig(out["umap_radicals.png"]), plt.close(fig)
 
-    fig, ax = base("coloured by layout (cjklib decomposition)")
+    fig, ax = base("coloured by layout (first description character of cjklib's decomposition)")
     layouts_arr = np.array(layouts)
-    for i, name in enumerate(LAYOUT_ORDER):
+    for name, colour in zip(LAYOUT_ORDER, LAYOUT_COLOURS):
         sel = layouts_arr == name
-        ax.scatter(*xy[sel].T, s=1.5, color=plt.get_cmap("Set1").colors[i], lw=0, label=f"{name} ({sel.sum()})")
+        ax.scatter(*xy[sel].T, s=1.5, color=colour, lw=0, label=f"{LAYOUT_LABELS.get(name, name)} ({sel.sum():,})")
     ax.legend(markerscale=6, fontsize=8, loc="best")
     fig.tight_layout(), fig.savefig(out["umap_layouts.png"]), plt.close(fig)
 
@@ -129,6 +134,31 @@ def _plots(out: dict[str, Path], xy: np.ndarray, radicals: np.ndarray, layouts: 
             ax.scatter(*samples[sel].T, s=8, color=colour, lw=0, alpha=0.8, label=f"{kind} samples ({sel.sum()})")
     ax.legend(markerscale=2, fontsize=8, loc="best")
     fig.tight_layout(), fig.savefig(out["umap_samples.png"]), plt.close(fig)
+
+    # The conditional slice p(x | prompt): per grid prompt, the real glyphs of its radical and its samples.
+    from matplotlib.font_manager import FontProperties
+
+    grid = [i for i, k in enumerate(sample_kinds) if k == "grid"]
+    prompts = list(dict.fromkeys(sample_prompts[i] for i in grid))
+    cols = min(4, max(1, len(prompts)))
+    rows = max(1, -(-len(prompts) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.3 * rows), dpi=110, squeeze=False)
+    for ax, prompt in zip(axes.flat, prompts):
+        mine = [i for i in grid if sample_prompts[i] == prompt]
+        target = int(sample_targets[mine[0]])
+        ax.imshow(np.log(density.T + 1e-7), origin="lower", extent=extent, cmap="Greys", aspect="auto", alpha=0.6)
+        real = radicals == target
+        ax.scatter(*xy[real].T, s=2, color="tab:blue", lw=0, alpha=0.5)
+        ax.scatter(*samples[mine].T, s=22, color="tab:red", marker="x", lw=1.2)
+        ax.set_title(f"“{prompt}”: {real.sum():,} real with {radical_label(target).split()[0]}, "
+                     f"{len(mine)} samples", fontsize=8, fontproperties=FontProperties(fname=str(font), size=8))
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[1], hi[1])
+    for ax in list(axes.flat)[len(prompts):]:
+        ax.axis("off")
+    fig.suptitle("the conditional slice: blue, the real glyphs of the prompt's radical; red ×, the prompt's samples; "
+                 "grey, all glyphs", fontsize=9)
+    fig.tight_layout(), fig.savefig(out["umap_prompts.png"]), plt.close(fig)
 
 
 _HTML = """<!doctype html><meta charset="utf-8"><title>glyffuser: UMAP of the glyph dataset</title>
@@ -143,7 +173,7 @@ const D=__DATA__;const cv=document.getElementById('c'),g=cv.getContext('2d'),tip
 const xs=D.points.x.concat(D.samples.x),ys=D.points.y.concat(D.samples.y);
 const x0=Math.min(...xs),x1=Math.max(...xs),y0=Math.min(...ys),y1=Math.max(...ys);
 const px=x=>20+(x-x0)/(x1-x0)*(cv.width-40),py=y=>cv.height-20-(y-y0)/(y1-y0)*(cv.height-40);
-const pal=['#e41a1c','#377eb8','#4daf4a','#984ea3','#ff7f00','#a65628','#f781bf','#17becf','#bcbd22','#7f7f7f'];
+const pal=['#1f77b4','#d62728','#2ca02c','#9467bd','#4d4d4d','#a65628','#f781bf','#17becf','#bcbd22','#ff7f00'];
 function colour(i,mode){const P=D.points;if(mode==='layout')return pal[D.layouts.indexOf(P.layout[i])];
  if(mode==='split')return {train:'#bbb',validation:'#ff7f00',test:'#1f77b4'}[P.split[i]];
  const k=D.top.indexOf(P.radical[i]);return k<0?'#ddd':pal[k];}
@@ -215,8 +245,9 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
 
     # Samples from the evaluate stage, projected with the same PCA and UMAP.
     sample_xy, sample_kinds, sample_text, sample_pngs, sample_pred = np.zeros((0, 2)), [], [], [], []
+    sample_target = np.zeros(0, dtype=np.int16)
     if samples_path is not None:
-        st, _ = read_table(samples_path, required=("kind", "prompt", "predicted_radical", "png"))
+        st, _ = read_table(samples_path, required=("kind", "prompt", "target_radical", "predicted_radical", "png"))
         keep = [i for i, k in enumerate(st.column("kind").to_pylist()) if k in ("heldout", "grid", "empty")]
         if keep:
             st = st.take(keep)
@@ -225,6 +256,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
             sample_kinds = st.column("kind").to_pylist()
             sample_text = st.column("prompt").to_pylist()
             sample_pred = st.column("predicted_radical").to_pylist()
+            sample_target = st.column("target_radical").to_numpy()
 
     # The two large clusters: split the map in two (k-means) and compare their layouts.
     clusters = KMeans(n_clusters=2, n_init=10, random_state=params.base.seed).fit_predict(xy)
@@ -241,7 +273,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
         "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
         "kmeans2_clusters": cluster_report,
     }
-    names = ("points.parquet", "umap.html", "report.json", *PLOTS)
+    names = ("points.parquet", "samples.parquet", "umap.html", "report.json", *PLOTS)
     with atomic_outputs(*(out / n for n in names)) as temps:
         tmp = dict(zip(names, temps))
         write_table(pa.table({"codepoint": defs.column("codepoint"), "character": chars, "x": xy[:, 0], "y": xy[:, 1],
@@ -249,8 +281,14 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
                               "split": defs.column("split")}), tmp["points.parquet"],
                     {"resolution": u.resolution, "pca_components": u.pca_components, "n_neighbors": n_neighbors,
                      "min_dist": u.min_dist})
-        _plots(tmp, xy, radicals, layouts, sample_xy, sample_kinds, u.top_radicals, u.density_bins, u.density_sigma,
-               sources / manifest.font_file)
+        # Where each evaluate sample lands on the map (the guide and the demo read it).
+        write_table(pa.table({"kind": pa.array(sample_kinds, pa.string()), "prompt": pa.array(sample_text, pa.string()),
+                              "x": sample_xy[:, 0], "y": sample_xy[:, 1],
+                              "target_radical": sample_target.astype(np.int16),
+                              "predicted_radical": np.asarray(sample_pred, dtype=np.int16)}),
+                    tmp["samples.parquet"], {"samples": str(samples_path)})
+        _plots(tmp, xy, radicals, layouts, sample_xy, sample_kinds, sample_text, sample_target, u.top_radicals,
+               u.density_bins, u.density_sigma, sources / manifest.font_file)
         r2 = lambda a: [round(float(v), 3) for v in a]  # noqa: E731
         write_html(tmp["umap.html"],
                    {"x": r2(xy[:, 0]), "y": r2(xy[:, 1]), "char": chars, "cp": defs.column("codepoint").to_pylist(),

@@ -111,8 +111,27 @@ def _cmd_umap(args: argparse.Namespace) -> dict:
 def _cmd_figures(args: argparse.Namespace) -> dict:
     from glyffuser.figures import FigurePaths, run_figures
 
-    paths = FigurePaths(args.model, args.definitions, args.glyphs, args.umap, args.out)
+    from glyffuser.sources import SourceManifest
+
+    font = args.sources / SourceManifest.read(args.sources).font_file
+    paths = FigurePaths(args.model, args.definitions, args.glyphs, args.umap, args.out, args.classifier,
+                        args.embeddings, args.samples, font)
     return run_figures(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def _cmd_guide(args: argparse.Namespace) -> dict:
+    from glyffuser.guide import GuidePaths, run_guide
+
+    paths = GuidePaths(args.figures, args.umap, args.evaluate, args.train_metrics, args.render_report,
+                       args.classifier / "report.json", args.model, args.out)
+    return run_guide(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from glyffuser.demo import DemoPaths, serve  # Gradio: imported by this command only, never by the stages
+
+    paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate)
+    serve(load_params(args.params), paths, args.port)
 
 
 # Where each stage's inputs live by default: the paths dvc.yaml wires together.
@@ -191,10 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
 
     p = command("figures", _cmd_figures, "the visual guide's figures from the trained model")
-    inputs(p, "model", "definitions", "glyphs")
+    inputs(p, "model", "definitions", "glyphs", "classifier", "embeddings", "sources")
     p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"))
+    p.add_argument("--samples", type=Path, default=Path("data/evaluate/samples.parquet"))
     p.add_argument("--out", type=Path, default=Path("data/figures"))
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    p = command("guide", _cmd_guide, "the visual guide: one HTML page from this run's figures and numbers")
+    inputs(p, "model", "classifier")
+    p.add_argument("--figures", type=Path, default=Path("data/figures"))
+    p.add_argument("--umap", type=Path, default=Path("data/umap"))
+    p.add_argument("--evaluate", type=Path, default=Path("data/evaluate"))
+    p.add_argument("--train-metrics", type=Path, default=Path("data/train/metrics.json"))
+    p.add_argument("--render-report", type=Path, default=Path("data/render/report.json"))
+    p.add_argument("--out", type=Path, default=Path("data/guide/index.html"))
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+    p = command("demo", _cmd_demo, "a local web playground on the trained model (Gradio, on 127.0.0.1)")
+    inputs(p, "model", "classifier", "definitions", "glyphs")
+    p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"), help="the map samples are placed on")
+    p.add_argument("--evaluate", type=Path, default=Path("data/evaluate/metrics.json"), help="its copy threshold")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s; 0: a free one)")
     return parser
 
 

@@ -203,6 +203,9 @@ class FiguresParams(_Group):
     guidance_scales: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)]
     animation_prompts: Annotated[list[str], Field(min_length=1)]
     animation_steps: Annotated[int, Field(ge=2, le=1000)]
+    step_samplers: Annotated[list[Literal["ddpm", "ddim", "dpmsolver++"]], Field(min_length=1)]
+    signal_levels: Annotated[list[Annotated[float, Field(gt=0, le=1)]], Field(min_length=1)]
+    trajectory_seeds: Annotated[int, Field(ge=1, le=256)]
 
 
 class Params(_Group):
@@ -222,6 +225,9 @@ class Params(_Group):
         missing = [p for p in self.sample.prompts if p not in self.evaluate.prompt_radicals]
         if missing:
             raise ValueError(f"evaluate.prompt_radicals needs the radical of sample prompt {missing[0]!r}")
+        if self.figures.single_step_prompt not in self.evaluate.prompt_radicals:
+            raise ValueError(f"evaluate.prompt_radicals needs the radical of figures.single_step_prompt "
+                             f"{self.figures.single_step_prompt!r} (the trajectory figure reads it)")
         return self
 
 

@@ -1,0 +1,56 @@
+"""Screenshot the visual guide as a person sees it: data/guide/index.html opened from the file system.
+
+    python docs/guide_screenshot.py      # writes docs/guide.png (the top) and docs/guide_trajectory.png (section 8)
+
+Renders the whole page in headless Chromium (Debian: `apt-get install chromium fonts-noto-cjk`; without a
+CJK font the characters in the text show as boxes) and cuts the README's two views out of it at the
+section rules.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = ROOT / "data" / "guide" / "index.html"
+WIDTH, HEIGHT = 1100, 26000  # taller than the page: the screenshot is cut at its end
+RULE = (200, 200, 201)  # the #c8c8c9 border above every section heading (a colour used nowhere else)
+
+
+def section_rules(image: np.ndarray) -> list[int]:
+    """Rows where a grey rule spans most of the text column: one per section, in order."""
+    is_rule = (np.abs(image[:, :, :3].astype(int) - RULE).sum(axis=2) < 6).mean(axis=1) > 0.75
+    rows = np.flatnonzero(is_rule)
+    return [int(r) for i, r in enumerate(rows) if i == 0 or r > rows[i - 1] + 1]
+
+
+def main() -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        sys.exit("no chromium on PATH: apt-get install chromium fonts-noto-cjk")
+    if not PAGE.is_file():
+        sys.exit(f"{PAGE} is missing: run dvc repro first")
+    with tempfile.TemporaryDirectory() as tmp:
+        shot = Path(tmp) / "page.png"
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        f"--user-data-dir={tmp}/profile", f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={shot}",
+                        PAGE.as_uri()], check=True, capture_output=True, timeout=180)
+        page = np.asarray(Image.open(shot).convert("RGB"))
+    rules = section_rules(page)
+    if len(rules) < 10:
+        sys.exit(f"found {len(rules)} section rules, expected 10: is {PAGE} the guide?")
+    crops = {"guide.png": (0, min(rules[1], 1500)), "guide_trajectory.png": (rules[7], min(rules[8], rules[7] + 1900))}
+    for name, (top, bottom) in crops.items():
+        Image.fromarray(page[top:bottom]).save(ROOT / "docs" / name, optimize=True)
+        print(f"{PAGE} rows {top}-{bottom} -> docs/{name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""`glyffuser demo`: a local web playground on a trained model (Gradio, on 127.0.0.1).
+
+Type a definition, watch the glyphs being denoised step by step, then read what the evaluate stage's
+classifier sees in each (its top radicals), the nearest training glyphs with their definitions (new
+glyph or near-copy?), and where the samples land on the umap stage's map. Everything runs locally on
+the model's own text encoder; nothing is fetched from the network. Only this command imports Gradio.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from glyffuser.errors import GlyffuserError
+from glyffuser.images import pngs_to_tensor, tensor_to_images
+from glyffuser.params import Params
+from glyffuser.pipeline import GlyffuserPipeline, check_sampling
+from glyffuser.tables import read_table
+
+MAX_GLYPHS = 16
+MAX_PROMPT_CHARS = 200
+SHOWN_PX = 192  # glyphs are upscaled (nearest neighbour) to this side in the page
+# Prompts the evaluate grid scores poorly: shown as examples so that users see failure too.
+HARD_PROMPTS = ["a kind of insect", "an illness", "happiness; joy", "a computer"]
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    model: Path
+    classifier: Path
+    definitions: Path
+    glyphs: Path
+    umap_points: Path
+    evaluate_metrics: Path
+
+
+def radical_name(r: int) -> str:
+    """'⿂ 195': the Kangxi Radicals block (U+2F00..) holds the 214 radicals in order."""
+    return f"{chr(0x2F00 + r - 1)} {r}"
+
+
+class Playground:
+    """The model, its judge and the data it is compared with; `generate` is what the page runs."""
+
+    def __init__(self, params: Params, paths: DemoPaths):
+        from glyffuser.classifier import load_classifier
+
+        s = params.sample
+        self.params = params
+        self.pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast())
+        self.net, _ = load_classifier(paths.classifier)
+        defs, _ = read_table(paths.definitions, required=("codepoint", "character", "definition", "split"))
+        glyphs, _ = read_table(paths.glyphs, required=("png",))
+        train = np.flatnonzero(np.array(defs.column("split").to_pylist()) == "train")
+        self.chars = [defs.column("character")[i].as_py() for i in train]
+        self.definitions = [defs.column("definition")[i].as_py() for i in train]
+        pngs = glyphs.column("png").take(train).to_pylist()
+        self.train = pngs_to_tensor(pngs, self.pipe.resolution)  # (N, 1, R, R): the novelty reference
+        self.map_pixels = pngs_to_tensor(pngs, 16).flatten(1)  # (N, 256): places samples on the map
+        points, _ = read_table(paths.umap_points, required=("codepoint", "x", "y"))
+        xy = {cp: (x, y) for cp, x, y in zip(points.column("codepoint").to_pylist(), points.column("x").to_pylist(),
+                                             points.column("y").to_pylist())}
+        codepoints = [defs.column("codepoint")[i].as_py() for i in train]
+        self.all_xy = np.array(list(xy.values()))
+        self.train_xy = np.array([xy[cp] for cp in codepoints])
+        try:
+            self.copy_threshold = float(json.loads(paths.evaluate_metrics.read_text())["copy_threshold"])
+        except (FileNotFoundError, KeyError, ValueError):
+            self.copy_threshold = None  # no evaluate run: distances are shown without a verdict
+        self.encoder_tokens = self.pipe.info["max_length"]
+
+    # -- checks -------------------------------------------------------------------------------------
+    def check_prompt(self, prompt: str) -> str:
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise GlyffuserError("type a definition first, e.g. “a kind of fish”")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise GlyffuserError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS} "
+                                 "(definitions are short)")
+        n = len(self.pipe.encoder.tokenizer(prompt)["input_ids"])
+        if n > self.encoder_tokens:
+            raise GlyffuserError(f"the prompt has {n} tokens; the model reads at most {self.encoder_tokens}")
+        return prompt
+
+    # -- what the page shows ------------------------------------------------------------------------
+    def frames(self, prompt: str, count: int, steps: int, guidance: float, seed: int, sampler: str):
+        """Yield (step, images) while sampling: the noisy x_t after each step, then the final glyphs."""
+        check_sampling(steps, guidance, self.pipe.scheduler_config)
+        text, mask, empty = self.pipe.encode([prompt])
+        rows = torch.zeros(count, dtype=torch.long)
+        seeds = [seed + j for j in range(count)]
+        out: queue.Queue = queue.Queue()
+
+        def run():
+            try:
+                x = self.pipe.sample(text[rows], mask[rows], empty, seeds, steps, guidance, sampler,
+                                     callback=lambda i, t, x: out.put((i + 1, x)))
+                out.put(("done", x))
+            except Exception as err:  # shown in the page; the server keeps running
+                out.put(("error", err))
+
+        threading.Thread(target=run, daemon=True).start()
+        while True:
+            step, x = out.get()
+            if step == "error":
+                raise x
+            yield step, x
+            if step == "done":
+                return
+
+    def readings(self, x: torch.Tensor, top: int = 3, neighbours: int = 3) -> list[dict]:
+        """Per glyph: the classifier's top radicals and the nearest training glyphs (RMS distance, ±1 px shift)."""
+        from glyffuser.metrics import nearest_k
+
+        with torch.inference_mode():
+            logits = self.net(torch.nn.functional.interpolate(x, size=self.net.resolution, mode="area")
+                              if x.shape[-1] != self.net.resolution else x)
+        probs = logits.softmax(dim=1)
+        all_dists, all_idx = nearest_k(x, self.train, neighbours)
+        result = []
+        for i in range(len(x)):
+            p, r = probs[i].topk(top)
+            dists, idx = all_dists[i], all_idx[i]
+            novel = None if self.copy_threshold is None else bool(dists[0] > self.copy_threshold)
+            result.append({
+                "radicals": [{"radical": int(k) + 1, "name": radical_name(int(k) + 1), "p": round(float(v), 3)}
+                             for v, k in zip(p, r)],
+                "neighbours": [{"character": self.chars[j], "definition": self.definitions[j],
+                                "distance": round(float(d), 4)} for d, j in zip(dists, idx)],
+                "novel": novel,
+            })
+        return result
+
+    def map_position(self, x: torch.Tensor, k: int = 5) -> np.ndarray:
+        """Each sample at the mean map position of its k nearest training glyphs (pixels at 16 px): (N, 2)."""
+        small = torch.nn.functional.interpolate(x.float(), size=16, mode="area").flatten(1)
+        idx = torch.cdist(small, self.map_pixels).topk(k, largest=False).indices.numpy()
+        return self.train_xy[idx].mean(axis=1)
+
+
+def _upscale(images: list[Image.Image]) -> list[Image.Image]:
+    return [im.resize((SHOWN_PX, SHOWN_PX), Image.NEAREST) for im in images]
+
+
+def _map_image(all_xy: np.ndarray, samples: np.ndarray) -> Image.Image:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.3), dpi=100)
+    ax.scatter(*all_xy.T, s=0.5, c="#bbbbbb", lw=0)
+    ax.scatter(*samples.T, s=90, c="crimson", marker="*", edgecolors="k", linewidths=0.5)
+    for i, (x, y) in enumerate(samples):
+        ax.annotate(str(i + 1), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title("your glyphs (★) on the map of all glyphs", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return Image.open(buf)
+
+
+def _readings_html(readings: list[dict], threshold: float | None) -> str:
+    import html
+
+    rows = []
+    for i, r in enumerate(readings, 1):
+        radicals = ", ".join(f"<b style='font-size:1.3em'>{html.escape(x['name'].split()[0])}</b> {x['p']:.0%}"
+                             for x in r["radicals"])
+        near = "<br>".join(f"<b style='font-size:1.3em'>{html.escape(n['character'])}</b> "
+                           f"{html.escape(n['definition'][:50])} <small>({n['distance']:.3f})</small>"
+                           for n in r["neighbours"])
+        verdict = "" if r["novel"] is None else ("new glyph" if r["novel"] else "<b>near-copy</b>")
+        rows.append(f"<tr><td>{i}</td><td>{radicals}</td><td>{near}</td><td>{verdict}</td></tr>")
+    note = (f"Distance: RMS pixel difference to the nearest training glyph (±1 px shift); below the copy threshold "
+            f"{threshold:.3f} (evaluate stage) a glyph counts as a near-copy." if threshold is not None else
+            "Distance: RMS pixel difference to the nearest training glyph (±1 px shift).")
+    return ("<table><tr><th>#</th><th>classifier: top radicals</th><th>nearest training glyphs (distance)</th>"
+            f"<th></th></tr>{''.join(rows)}</table><p><small>{note}</small></p>")
+
+
+def build_app(playground: Playground):
+    import gradio as gr
+
+    s = playground.params.sample
+    examples = [[p] for p in list(s.prompts) + HARD_PROMPTS]
+
+    def generate(prompt, count, steps, guidance, seed, sampler):
+        try:
+            prompt = playground.check_prompt(prompt)
+            count, steps, seed = int(count), int(steps), int(seed)
+            if not 1 <= count <= MAX_GLYPHS:
+                raise GlyffuserError(f"number of glyphs must be 1..{MAX_GLYPHS}")
+            if seed < 0:
+                raise GlyffuserError("the seed must be at least 0")
+            for step, x in playground.frames(prompt, count, steps, float(guidance), seed, sampler):
+                if step != "done":
+                    yield _upscale(tensor_to_images(x)), f"step {step} of {steps}", None, None, None
+                    continue
+                readings = playground.readings(x)
+                where = playground.map_position(x)
+                result = {"prompt": prompt, "readings": readings, "map_xy": where.round(3).tolist()}
+                yield (_upscale(tensor_to_images(x)), f"done: {count} glyph{'s' * (count > 1)}, {steps} steps",
+                       _readings_html(readings, playground.copy_threshold), _map_image(playground.all_xy, where),
+                       result)
+        except GlyffuserError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: offline
+    with gr.Blocks(title="glyffuser playground") as app:
+        gr.Markdown("## glyffuser playground\nType an English definition; the model invents a Chinese glyph for it. "
+                    f"Model: {playground.pipe.resolution} px, encoder {playground.pipe.info['encoder']}.")
+        with gr.Row():
+            with gr.Column(scale=2):
+                prompt = gr.Textbox(label="definition", value=s.prompts[0], max_lines=2)
+                with gr.Row():
+                    count = gr.Slider(1, MAX_GLYPHS, value=4, step=1, label="glyphs")
+                    steps = gr.Slider(1, 100, value=s.steps, step=1, label="steps")
+                with gr.Row():
+                    guidance = gr.Slider(0, 20, value=s.guidance, step=0.5, label="guidance")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
+                    sampler = gr.Dropdown(["dpmsolver++", "ddim", "ddpm"], value=s.scheduler, label="sampler")
+                button = gr.Button("Generate", variant="primary")
+                gr.Examples(examples, inputs=[prompt], label="examples (the last four are hard for this model)")
+            with gr.Column(scale=3):
+                status = gr.Markdown()
+                gallery = gr.Gallery(label="glyphs", columns=4, height="auto", object_fit="contain")
+        with gr.Row():
+            readings = gr.HTML()
+            where = gr.Image(label="map", show_label=False, height=330)
+        with gr.Accordion("raw result (JSON)", open=False):
+            raw = gr.JSON()
+        inputs = [prompt, count, steps, guidance, seed, sampler]
+        outputs = [gallery, status, readings, where, raw]
+        button.click(generate, inputs, outputs, api_name="generate")
+        prompt.submit(generate, inputs, outputs, api_name=False)
+        app.load(generate, inputs, outputs, api_name=False)  # the page opens on a glyph being invented
+    return app, theme
+
+
+def serve(params: Params, paths: DemoPaths, port: int, block: bool = True):
+    """Start the app on 127.0.0.1:port (0: a free port); returns (app, url) when not blocking."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: works offline
+    playground = Playground(params, paths)
+    app, theme = build_app(playground)
+    if port == 0:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    print(f"glyffuser demo: http://127.0.0.1:{port}  (Ctrl+C stops it)", flush=True)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block, show_error=False,
+               inbrowser=False, quiet=True, theme=theme)
+    return app, f"http://127.0.0.1:{port}"
