@@ -132,10 +132,10 @@ layout is the first thing pixels see.</p>
     out.append(f"""
 <p>The forward process destroys an image step by step: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε with ε ~ N(0, I). The
 schedule ᾱ_t falls from 1 at t = 0 to almost 0 at t = 999; the glyffuser used a linear schedule of β_t, the cosine
-one keeps more signal in the middle. This model draws {res} px but uses the linear schedule tuned at
-{info.get('schedule_base_resolution', res)} px, shifted so that the signal-to-noise ratio is
-{(info.get('schedule_base_resolution', res) / res) ** 2:g}× lower at every t: a larger image has more redundant pixels,
-so the same noise destroys less of it.</p>
+one keeps more signal in the middle. This model draws {res} px with the {info['schedule']} schedule as tuned at
+{info.get('schedule_base_resolution', res)} px, shifted: its signal-to-noise ratio at every t is
+{(info.get('schedule_base_resolution', res) / res) ** 2:g} times the tuned one, because a larger image has more
+redundant pixels and the same noise destroys less of it.</p>
 {figure(F / 'forward.png', "One glyph and one draw of noise under the three schedules. Noise is drawn as Gaussian "
         "grey (values −2.5 … +2.5), not clipped into black and white.")}
 <p>For one starting image x_0 the noisy x_t is a Gaussian, q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I): its centre slides
@@ -175,8 +175,10 @@ on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
 
     out.append(f"""
 <p>Sampling runs the learned denoiser from pure noise: at each step the model guesses x̂_0, and the sampler moves x_t
-a little towards it, to a lower noise level. The animation shows 16 glyphs over {fig['gif_frames'] - 1} DDIM steps.</p>
-{figure(F / 'denoise.gif', "Sampling 16 glyphs (two seeds for each of eight prompts), one frame per step.", 560)}
+a little towards it, to a lower noise level. The animation shows {r['gif_glyphs']} glyphs over {fig['gif_frames'] - 1} DDIM
+steps.</p>
+{figure(F / 'denoise.gif', f"Sampling {r['gif_glyphs']} glyphs (two seeds for each of {r['gif_glyphs'] // 2} prompts), one "
+        "frame per step.", 560)}
 <p>How many steps are needed depends on the solver. DDIM takes first-order steps along the probability-flow ODE;
 DPM-Solver++ (the pipeline's sampler) uses the last two model outputs for a second-order step, so 5–20 steps already
 give clean glyphs. With guidance {fig['guidance']:g}, 120 DDIM steps can degrade: each step's guided x̂_0 overshoots
@@ -295,7 +297,8 @@ image-rendering:pixelated;border:1px solid #ccc;margin-right:3px}"""
 
 def build_guide(params: Params, paths: GuidePaths) -> dict:
     """Write the page; returns its sections and images (the test and the stage summary use them)."""
-    reports = {"cfg_dropout": params.train.cfg_dropout, "figures": _json(paths.figures / "report.json"), "umap": _json(paths.umap / "report.json"),
+    reports = {"cfg_dropout": params.train.cfg_dropout, "gif_glyphs": 2 * len(params.figures.animation_prompts),
+               "figures": _json(paths.figures / "report.json"), "umap": _json(paths.umap / "report.json"),
                "evaluate": _json(paths.evaluate / "metrics.json"), "train": _json(paths.train_metrics),
                "render": _json(paths.render_report), "classifier": _json(paths.classifier_report),
                "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json")}
