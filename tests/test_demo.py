@@ -1,0 +1,77 @@
+"""`glyffuser demo` on the tiny model, driven through Gradio's client API on a free local port."""
+
+import subprocess
+import sys
+
+import pytest
+
+from glyffuser.cli import main
+from glyffuser.deps import command_modules
+
+
+@pytest.fixture(scope="module")
+def demo(figures, evaluated, rendered):
+    from gradio_client import Client
+
+    from glyffuser.demo import DemoPaths, serve
+
+    p, fig_paths, root, _ = figures
+    _, eval_paths, _, _ = evaluated
+    out, _ = rendered
+    paths = DemoPaths(fig_paths.model, eval_paths.classifier, out.definitions, out.glyphs,
+                      root / "umap" / "points.parquet", eval_paths.metrics)
+    app, url = serve(p, paths, 0, block=False)
+    yield p, Client(url, verbose=False)
+    app.close()
+
+
+def test_generate_streams_frames_then_glyphs_readings_and_neighbours(demo):
+    from PIL import Image
+
+    from glyffuser.demo import SHOWN_PX
+
+    p, client = demo
+    steps = 4
+    job = client.submit("a kind of fish", 2, steps, 3.0, 0, "dpmsolver++", api_name="/generate")
+    live, gallery, status, html, where, raw = job.result(timeout=120)
+    # one update per denoising step (live frames), then the final glyphs with their readings
+    assert len(job.outputs()) == steps + 1
+    assert status.startswith("done") and len(gallery) == 2
+    assert Image.open(gallery[0]["image"]).size == (SHOWN_PX, SHOWN_PX)
+    assert Image.open(live).size[0] > 2 * 128  # the last frame: both glyphs side by side
+    readings = raw["readings"]
+    assert len(readings) == 2 and len(raw["map_xy"]) == 2
+    for r in readings:
+        assert len(r["radicals"]) == 3 and 1 <= r["radicals"][0]["radical"] <= 214
+        assert sum(x["p"] for x in r["radicals"]) <= 1.0001
+        assert r["radicals"][0]["name"][0] == chr(0x2F00 + r["radicals"][0]["radical"] - 1)  # the radical itself
+        distances = [n["distance"] for n in r["neighbours"]]
+        assert len(distances) == 3 and distances == sorted(distances) and r["neighbours"][0]["definition"]
+        assert isinstance(r["novel"], bool)
+    assert "nearest training glyphs" in html and where is not None
+    # the same seed gives the same glyphs
+    again = client.predict("a kind of fish", 2, steps, 3.0, 0, "dpmsolver++", api_name="/generate")[5]
+    assert again["readings"] == readings
+
+
+@pytest.mark.parametrize("prompt, message", [("   ", "type a definition"), ("fish " * 60, "keep it under")])
+def test_bad_prompts_get_a_message_not_a_stack_trace(demo, prompt, message):
+    from gradio_client.exceptions import AppError
+
+    _, client = demo
+    with pytest.raises(AppError, match=message) as err:
+        client.predict(prompt, 2, 3, 3.0, 0, "dpmsolver++", api_name="/generate")
+    assert "Traceback" not in str(err.value) and "\n" not in str(err.value).strip()
+
+
+def test_a_folder_that_is_not_a_model_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["demo", "--model", str(tmp_path), "--port", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a glyffuser model folder" in err
+
+
+def test_the_pipeline_never_imports_gradio():
+    stages = ("sources", "render", "embed", "train", "sample", "classifier", "evaluate", "umap", "figures", "guide")
+    assert not any("glyffuser.demo" in command_modules(s) for s in stages)
+    code = "import sys, glyffuser.cli, glyffuser.pipeline, glyffuser.guide; assert 'gradio' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
