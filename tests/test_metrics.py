@@ -103,3 +103,27 @@ def test_nearest_k_ranks_references_and_agrees_with_nearest():
     # a query shifted by one pixel still finds its original at distance ~0 (paper fills the border)
     shifted = torch.nn.functional.pad(reference[5:6], (1, 0, 0, 0), value=1.0)[..., :12]
     assert nearest_k(shifted, reference, 2)[1][0, 0] == 5
+
+
+def test_the_shading_density_and_the_score_arrows_are_one_distribution():
+    from glyffuser.geometry import mixture
+
+    gen = torch.Generator().manual_seed(0)
+    points = torch.randn(300, 2, generator=gen) * torch.tensor([1.5, 0.5])
+    abar, h = 0.6, 0.2
+    var = abar * h ** 2 + 1 - abar
+    grid = torch.tensor([[0.3, -0.2], [1.5, 0.7], [-2.0, 1.0]], dtype=torch.float64)
+    density, field = mixture(points.double(), grid, abar, h)
+    eps = 1e-5
+    for axis in range(2):
+        step = torch.zeros(2, dtype=torch.float64)
+        step[axis] = eps
+        up, _ = mixture(points.double(), grid + step, abar, h)
+        down, _ = mixture(points.double(), grid - step, abar, h)
+        grad_log = (up.log() - down.log()) / (2 * eps)
+        assert torch.allclose(var * grad_log, field[:, axis], rtol=1e-4, atol=1e-6)  # arrows = σ²∇log(shading)
+    # the shading is a normalised density: it integrates to one over a wide window
+    g = torch.linspace(-8, 8, 321, dtype=torch.float64)
+    mesh = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+    total = mixture(points.double(), mesh, abar, h)[0].sum() * (g[1] - g[0]) ** 2
+    assert abs(float(total) - 1) < 1e-3
