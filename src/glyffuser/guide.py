@@ -156,7 +156,7 @@ above, all panels at one scale (× {m['arrow_scale']:.2f}). Near the data at low
 island; at high noise they all point to the centre. Their mean length over the window grows from {steps_len[0]:.2f} to
 {steps_len[-1]:.2f} map units.</p>
 {figure(F / 'score.png', "The score field σ²∇log q_t on the 2-D map; shading and arrows come from the same density.")}
-<p>The model never sees this field: it learns it implicitly by predicting the noise.</p>""")
+<p>The model never sees this field: it learns it implicitly, by learning to denoise (next section).</p>""")
 
     pe = fig["prediction_errors"]
     name = "v" if fig["prediction"] == "v_prediction" else "ε"
