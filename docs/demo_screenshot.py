@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mlflow_screenshot import free_port, wait_for
+from mlflow_screenshot import find_chromium, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 READY = "document.body.innerText.includes('done:') && document.querySelectorAll('img').length > 4"
@@ -60,9 +59,7 @@ async def shoot(ws_url: str, url: str, out: Path, seconds: float = 120) -> None:
 
 
 def main() -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        sys.exit("no chromium on PATH: apt-get install chromium fonts-noto-cjk")
+    chromium = find_chromium()
     port, debug = free_port(), free_port()
     server = subprocess.Popen([sys.executable, "-m", "glyffuser.cli", "demo", "--port", str(port)], cwd=ROOT)
     try:

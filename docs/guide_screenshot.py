@@ -9,14 +9,14 @@ section rules.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mlflow_screenshot import find_chromium, screenshot
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "data" / "guide" / "index.html"
@@ -32,16 +32,12 @@ def section_rules(image: np.ndarray) -> list[int]:
 
 
 def main() -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        sys.exit("no chromium on PATH: apt-get install chromium fonts-noto-cjk")
+    chromium = find_chromium()
     if not PAGE.is_file():
         sys.exit(f"{PAGE} is missing: run dvc repro first")
     with tempfile.TemporaryDirectory() as tmp:
         shot = Path(tmp) / "page.png"
-        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={tmp}/profile", f"--window-size={WIDTH},{HEIGHT}", f"--screenshot={shot}",
-                        PAGE.as_uri()], check=True, capture_output=True, timeout=180)
+        screenshot(chromium, PAGE.as_uri(), shot, f"{WIDTH},{HEIGHT}")
         page = np.asarray(Image.open(shot).convert("RGB"))
     rules = section_rules(page)
     if len(rules) < 10:

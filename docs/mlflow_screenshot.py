@@ -38,7 +38,15 @@ def wait_for(url: str, seconds: float = 90) -> None:
             return
         except OSError:
             time.sleep(0.5)
-    sys.exit(f"mlflow ui did not answer at {url} within {seconds:.0f} s")
+    sys.exit(f"nothing answered at {url} within {seconds:.0f} s")
+
+
+def find_chromium() -> str:
+    """Debian's headless-capable Chromium, or exit with the command that installs it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        sys.exit("no chromium on PATH: apt-get install chromium fonts-noto-cjk")
+    return chromium
 
 
 def screenshot(chromium: str, url: str, out: Path, size: str) -> None:
@@ -55,9 +63,7 @@ def main() -> None:
     parser.add_argument("--store", default=None, help="MLflow tracking URI (default: the pipeline's store)")
     parser.add_argument("--out", type=Path, default=DOCS)
     args = parser.parse_args()
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        sys.exit("no chromium on PATH: apt-get install chromium")
+    chromium = find_chromium()
     import mlflow
 
     store = args.store or tracking_uri()
