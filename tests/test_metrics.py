@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from glyffuser.classifier import augment, load_glyph_splits, majority_share, train_classifier, accuracy, LabelledGlyphs
-from glyffuser.geometry import score_field
+from glyffuser.geometry import mixture
 from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest, nearest_k
 
 
@@ -85,9 +85,9 @@ def test_score_field_points_at_the_data():
     one = torch.zeros(1, 2)
     grid = torch.tensor([[1.0, 0.0], [0.0, -2.0]])
     # One point at the origin, no noise: σ²∇log p is the step back to it.
-    assert torch.allclose(score_field(one, grid, abar=1.0, bandwidth=0.1), -grid)
+    assert torch.allclose(mixture(one, grid, abar=1.0, bandwidth=0.1)[1], -grid)
     two = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
-    mid = score_field(two, torch.zeros(1, 2), abar=0.5, bandwidth=0.1)
+    _, mid = mixture(two, torch.zeros(1, 2), abar=0.5, bandwidth=0.1)
     assert torch.allclose(mid, torch.zeros(1, 2), atol=1e-6)  # symmetric: no pull either way
 
 
@@ -106,8 +106,6 @@ def test_nearest_k_ranks_references_and_agrees_with_nearest():
 
 
 def test_the_shading_density_and_the_score_arrows_are_one_distribution():
-    from glyffuser.geometry import mixture
-
     gen = torch.Generator().manual_seed(0)
     points = torch.randn(300, 2, generator=gen) * torch.tensor([1.5, 0.5])
     abar, h = 0.6, 0.2

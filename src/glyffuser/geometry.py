@@ -125,11 +125,6 @@ def mixture(points: torch.Tensor, grid: torch.Tensor, abar: float, bandwidth: fl
     return torch.cat(density), torch.cat(field)
 
 
-def score_field(points: torch.Tensor, grid: torch.Tensor, abar: float, bandwidth: float) -> torch.Tensor:
-    """σ² ∇ log p_t at `grid` (G,2) for the KDE of `points` (N,2) noised to ᾱ: the mean step back to the data."""
-    return mixture(points, grid, abar, bandwidth)[1]
-
-
 def density_figures(forward_path: Path, score_path: Path, x0: torch.Tensor, abar: torch.Tensor,
                     timesteps: list[int], seed: int) -> dict:
     """forward_2d.png (densities) and score.png (the same densities with arrows at one scale)."""
