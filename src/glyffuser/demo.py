@@ -58,22 +58,21 @@ class Playground:
         defs, _ = read_table(paths.definitions, required=("codepoint", "character", "definition", "split"))
         glyphs, _ = read_table(paths.glyphs, required=("png",))
         train = np.flatnonzero(np.array(defs.column("split").to_pylist()) == "train")
-        self.chars = [defs.column("character")[i].as_py() for i in train]
-        self.definitions = [defs.column("definition")[i].as_py() for i in train]
+        train_defs = defs.take(train)
+        self.chars = train_defs.column("character").to_pylist()
+        self.definitions = train_defs.column("definition").to_pylist()
         pngs = glyphs.column("png").take(train).to_pylist()
         self.train = pngs_to_tensor(pngs, self.pipe.resolution)  # (N, 1, R, R): the novelty reference
         self.map_pixels = pngs_to_tensor(pngs, 16).flatten(1)  # (N, 256): places samples on the map
         points, _ = read_table(paths.umap_points, required=("codepoint", "x", "y"))
         xy = {cp: (x, y) for cp, x, y in zip(points.column("codepoint").to_pylist(), points.column("x").to_pylist(),
                                              points.column("y").to_pylist())}
-        codepoints = [defs.column("codepoint")[i].as_py() for i in train]
         self.all_xy = np.array(list(xy.values()))
-        self.train_xy = np.array([xy[cp] for cp in codepoints])
+        self.train_xy = np.array([xy[cp] for cp in train_defs.column("codepoint").to_pylist()])
         try:
             self.copy_threshold = float(json.loads(paths.evaluate_metrics.read_text())["copy_threshold"])
         except (FileNotFoundError, KeyError, ValueError):
             self.copy_threshold = None  # no evaluate run: distances are shown without a verdict
-        self.encoder_tokens = self.pipe.info["max_length"]
 
     # -- checks -------------------------------------------------------------------------------------
     def check_prompt(self, prompt: str) -> str:
@@ -83,9 +82,9 @@ class Playground:
         if len(prompt) > MAX_PROMPT_CHARS:
             raise GlyffuserError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS} "
                                  "(definitions are short)")
-        n = len(self.pipe.encoder.tokenizer(prompt)["input_ids"])
-        if n > self.encoder_tokens:
-            raise GlyffuserError(f"the prompt has {n} tokens; the model reads at most {self.encoder_tokens}")
+        n, most = len(self.pipe.encoder.tokenizer(prompt)["input_ids"]), self.pipe.info["max_length"]
+        if n > most:
+            raise GlyffuserError(f"the prompt has {n} tokens; the model reads at most {most}")
         return prompt
 
     # -- what the page shows ------------------------------------------------------------------------
