@@ -75,3 +75,40 @@ def test_the_pipeline_never_imports_gradio():
     assert not any("glyffuser.demo" in command_modules(s) for s in stages)
     code = "import sys, glyffuser.cli, glyffuser.pipeline, glyffuser.guide; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cancelling_a_job_stops_its_sampling(demo):
+    import threading
+    import time
+
+    def sampling():
+        return [t for t in threading.enumerate() if t.name == "glyffuser-sampling" and t.is_alive()]
+
+    p, client = demo
+    job = client.submit("a kind of fish", 16, 100, 3.0, 0, "dpmsolver++", api_name="/generate")
+    deadline = time.time() + 60
+    while not job.outputs() and time.time() < deadline:
+        time.sleep(0.05)
+    assert job.outputs() and sampling()  # it is sampling now
+    job.cancel()
+    deadline = time.time() + 10
+    while sampling() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not sampling(), "the cancelled job is still sampling"
+    # the next job runs alone and finishes
+    assert client.predict("a kind of fish", 1, 2, 3.0, 0, "dpmsolver++", api_name="/generate")[2].startswith("done")
+    assert not sampling()
+
+
+def test_closing_the_frames_of_a_job_stops_and_waits_for_its_sampling(figures, evaluated, rendered):
+    from glyffuser.demo import DemoPaths, Playground
+
+    p, fig_paths, root, _ = figures
+    _, eval_paths, _, _ = evaluated
+    out, _ = rendered
+    playground = Playground(p, DemoPaths(fig_paths.model, eval_paths.classifier, out.definitions, out.glyphs,
+                                         root / "umap" / "points.parquet", eval_paths.metrics))
+    frames = playground.frames("a kind of fish", 16, 1000, 3.0, 0, "ddpm")  # 1000 steps: many seconds of work
+    assert next(frames)[0] == 1
+    frames.close()  # what Gradio does to a cancelled job
+    assert not playground.workers[-1].is_alive()  # stopped at its next step, not after 1000

@@ -21,7 +21,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_outputs
 from glyffuser.errors import GlyffuserError
 from glyffuser.glyphs import from_png
 from glyffuser.images import pngs_to_tensor
@@ -78,6 +78,7 @@ def radical_label(r: int) -> str:
 
 
 PLOTS = ("umap_density.png", "umap_radicals.png", "umap_layouts.png", "umap_samples.png", "umap_prompts.png")
+OUTPUTS = ("points.parquet", "samples.parquet", "umap.html", "report.json", *PLOTS)
 
 
 def _plots(out: dict[str, Path], xy: np.ndarray, radicals: np.ndarray, layouts: list[str], samples: np.ndarray,
@@ -169,7 +170,7 @@ canvas{border:1px solid #ccc}</style>
 <option>split</option></select> <label><input type="checkbox" id="show" checked> generated samples (black)</label>.
 Hover a point to see its glyph.</p><canvas id="c" width="900" height="820"></canvas><div id="tip"></div>
 <script>
-const D=__DATA__;const cv=document.getElementById('c'),g=cv.getContext('2d'),tip=document.getElementById('tip');
+const D=__DATA__;const esc=v=>String(v).replace(/[&<>"']/g,c=>'&#'+c.charCodeAt(0)+';');const cv=document.getElementById('c'),g=cv.getContext('2d'),tip=document.getElementById('tip');
 const xs=D.points.x.concat(D.samples.x),ys=D.points.y.concat(D.samples.y);
 const x0=Math.min(...xs),x1=Math.max(...xs),y0=Math.min(...ys),y1=Math.max(...ys);
 const px=x=>20+(x-x0)/(x1-x0)*(cv.width-40),py=y=>cv.height-20-(y-y0)/(y1-y0)*(cv.height-40);
@@ -186,9 +187,9 @@ cv.onmousemove=e=>{const r=cv.getBoundingClientRect(),mx=e.clientX-r.left,my=e.c
  const check=(S,s)=>{for(let i=0;i<S.x.length;i++){const d=(px(S.x[i])-mx)**2+(py(S.y[i])-my)**2;if(d<best){best=d;bi=i;bs=s;}}};
  check(D.points,false);if(document.getElementById('show').checked)check(D.samples,true);
  if(best>64){tip.style.display='none';return;}const S=bs?D.samples:D.points;
- tip.innerHTML='<img src="data:image/png;base64,'+S.png[bi]+'"><br>'+(bs?'<b>generated</b> ('+S.kind[bi]+')<br>prompt: '+S.text[bi]
-  +'<br>radical read: '+S.radical[bi]:'<b style="font-size:20px">'+S.char[bi]+'</b> U+'+S.cp[bi].toString(16).toUpperCase()
-  +'<br>'+S.text[bi]+'<br>radical '+S.radical[bi]+', '+S.layout[bi]+', '+S.split[bi]);
+ tip.innerHTML='<img src="data:image/png;base64,'+S.png[bi]+'"><br>'+(bs?'<b>generated</b> ('+esc(S.kind[bi])+')<br>prompt: '+esc(S.text[bi])
+  +'<br>radical read: '+esc(S.radical[bi]):'<b style="font-size:20px">'+esc(S.char[bi])+'</b> U+'+S.cp[bi].toString(16).toUpperCase()
+  +'<br>'+esc(S.text[bi])+'<br>radical '+esc(S.radical[bi])+', '+esc(S.layout[bi])+', '+esc(S.split[bi]));
  tip.style.display='block';tip.style.left=(e.clientX+14)+'px';tip.style.top=(e.clientY+14)+'px';};
 cv.onmouseleave=()=>tip.style.display='none';
 </script>
@@ -206,9 +207,18 @@ def thumbnail(png: bytes, size: int = 32) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def script_json(data) -> str:
+    """JSON that is safe inside <script>: no '</script>', '<!--' or '&' can end or bend the script element."""
+    text = json.dumps(data, ensure_ascii=False)
+    for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
 def write_html(path: Path, points: dict, samples: dict, top: list[int]) -> None:
+    # Definitions and prompts are data: escaped where they enter the script (script_json) and the tooltip (esc)
     data = {"points": points, "samples": samples, "layouts": LAYOUT_ORDER, "top": top}
-    html = _HTML.replace("__N__", f"{len(points['x']):,}").replace("__DATA__", json.dumps(data, ensure_ascii=False))
+    html = _HTML.replace("__N__", f"{len(points['x']):,}").replace("__DATA__", script_json(data))
     path.write_text(html, encoding="utf-8")
 
 
@@ -222,6 +232,11 @@ def project(images: torch.Tensor, components: int, seed: int):
 
 def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, samples_path: Path | None,
              out: Path, track: bool = True, model: Path | None = None) -> dict:
+    check_outputs(*(out / n for n in OUTPUTS))
+    if track and model is not None:
+        from glyffuser.tracking import require_store
+
+        require_store()
     import umap
     from sklearn.cluster import KMeans
 
@@ -273,7 +288,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
         "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
         "kmeans2_clusters": cluster_report,
     }
-    names = ("points.parquet", "samples.parquet", "umap.html", "report.json", *PLOTS)
+    names = OUTPUTS
     with atomic_outputs(*(out / n for n in names)) as temps:
         tmp = dict(zip(names, temps))
         write_table(pa.table({"codepoint": defs.column("codepoint"), "character": chars, "x": xy[:, 0], "y": xy[:, 1],

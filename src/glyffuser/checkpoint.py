@@ -69,13 +69,26 @@ def latest_checkpoint(folder: Path, fingerprint: str) -> tuple[Path | None, bool
     return None, stale
 
 
+# The files save_checkpoint writes (and the .tmp it leaves when killed): nothing else is ever removed.
+_CHECKPOINT_FILE = re.compile(r"^step-\d{8}\.(pt|json)(\.tmp)?$")
+
+
 def clear_checkpoints(folder: Path) -> None:
-    """Remove the checkpoints and the snapshots of another experiment."""
+    """Remove the checkpoints and the snapshots of another experiment: only files and snapshot folders
+    glyffuser wrote (a user's own files in the folder stay)."""
     import shutil
 
-    for p in folder.glob("step-*"):
-        p.unlink()
-    shutil.rmtree(folder / "snapshots", ignore_errors=True)
+    from glyffuser.atomic import MARKER
+
+    for p in folder.iterdir():
+        if p.is_file() and _CHECKPOINT_FILE.match(p.name):
+            p.unlink()
+    snapshots = folder / "snapshots"
+    if snapshots.is_dir():
+        for p in snapshots.iterdir():
+            # ours: the marker, or (written before it existed) a step folder holding a model's glyffuser.json
+            if p.is_dir() and ((p / MARKER).is_file() or re.match(r"^step-\d{8}$", p.name) and (p / "glyffuser.json").is_file()):
+                shutil.rmtree(p)
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_outputs
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import pngs_to_tensor
 from glyffuser.params import Params
@@ -199,6 +199,7 @@ def accuracy(net: RadicalNet, glyphs: LabelledGlyphs) -> float:
 def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -> dict:
     """Stage `classifier`: train on the train split at the training resolution; the test split is its ceiling."""
     c = params.classifier
+    check_outputs(out / WEIGHTS, out / REPORT)
     splits = load_glyph_splits(definitions, glyphs, params.train.resolution)
     start = time.perf_counter()
     net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width, params.base.seed, c.weight_decay,

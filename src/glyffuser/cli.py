@@ -1,7 +1,8 @@
 """`glyffuser <command>`: the one entry point of the pipeline; DVC stages call it (see dvc.yaml).
 
 Each pipeline command reads params.yaml (or --params), writes its outputs atomically and prints a
-short JSON summary. Failures caused by input print one line `glyffuser: error: ...` and exit 1.
+short JSON summary. Failures caused by input print one line `glyffuser: error: ...` and exit 1; a bad
+command line (unknown option, `--seed abc`) prints one such line and exits 2.
 """
 
 from __future__ import annotations
@@ -48,44 +49,55 @@ def _cmd_train(args: argparse.Namespace) -> dict:
     return run_train(load_params(args.params), _train_paths(args), track=not args.no_mlflow)
 
 
+def _default(value, default):
+    return default if value is None else value
+
+
 def _cmd_sample(args: argparse.Namespace) -> dict:
+    from glyffuser.atomic import check_outputs
+    from glyffuser.limits import check_request, clean_prompt
     from glyffuser.pipeline import GlyffuserPipeline, check_sampling
-    from glyffuser.sampling import read_prompts, sample_files, sample_grid
+    from glyffuser.sampling import file_names, read_prompts, sample_files, sample_grid
 
     if args.prompt and args.prompts_file:
         raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
-    for name, value, least in (("-n", args.n, 1), ("--steps", args.steps, 1), ("--guidance", args.guidance, 0)):
+    for name, value, least in (("--steps", args.steps, 1), ("--guidance", args.guidance, 0)):
         if value is not None and not value >= least:  # also refuses nan
             raise GlyffuserError(f"{name} must be at least {least}, got {value}")
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise GlyffuserError(f"--guidance must be a finite number, got {args.guidance}")
-    if any(not p.strip() for p in args.prompt):
-        raise GlyffuserError("an empty prompt asks for nothing: for unconditional samples give any prompt with --guidance 0")
+    prompts = [clean_prompt(p) for p in args.prompt]
     if args.out is not None and not args.prompts_file:
         from PIL import Image
 
         Image.init()
         if args.out.suffix.lower() not in Image.registered_extensions():
             raise GlyffuserError(f"--out {args.out} needs an image extension (.png, .jpg, .webp, ...) for the grid")
-    if args.seed < 0:
-        raise GlyffuserError(f"--seed must be at least 0, got {args.seed}")
     s = load_params(args.params).sample
     steps = s.steps if args.steps is None else args.steps
     guidance = s.guidance if args.guidance is None else args.guidance
     scheduler = args.scheduler or s.scheduler
     compile = s.compile if args.compile is None else args.compile
-    prompts = read_prompts(args.prompts_file) if args.prompts_file else None
+    # Every bound and every output path is checked before the model is even loaded.
+    if args.prompts_file:
+        prompts, n, out = read_prompts(args.prompts_file), _default(args.n, 1), args.out or Path("samples")
+        check_request(len(prompts), n, args.seed)
+        if out.exists() and not out.is_dir():
+            raise GlyffuserError(f"--out {out} is a file; with --prompts-file it names a folder")
+        check_outputs(*(out / name for name in file_names(len(prompts), n, args.seed)), out / "manifest.json")
+    elif prompts:
+        n, out, manifest = _default(args.n, 4), args.out or Path("samples.png"), None
+    else:  # no prompts: the pipeline's fixed grid from params (the DVC `sample` stage)
+        prompts, n, out = s.prompts, _default(args.n, s.seeds), args.out or Path("data/sample/grid.png")
+        manifest = out.with_name("manifest.json")
+    if not args.prompts_file:
+        check_request(len(prompts), n, args.seed)
+        check_outputs(out, *([manifest] if manifest else []))
     pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile)
     check_sampling(steps, guidance, pipe.scheduler_config)
-    if prompts:
-        return sample_files(pipe, prompts, args.n or 1, steps, guidance, scheduler, args.seed, args.out or Path("samples"))
-    if args.prompt:
-        return sample_grid(pipe, args.prompt, args.n or 4, steps, guidance, scheduler, args.seed,
-                           args.out or Path("samples.png"))
-    # No prompts: the pipeline's fixed grid from params (the DVC `sample` stage).
-    out = args.out or Path("data/sample/grid.png")
-    return sample_grid(pipe, s.prompts, args.n or s.seeds, steps, guidance, scheduler, args.seed, out,
-                       out.with_name("manifest.json"))
+    if args.prompts_file:
+        return sample_files(pipe, prompts, n, steps, guidance, scheduler, args.seed, out)
+    return sample_grid(pipe, prompts, n, steps, guidance, scheduler, args.seed, out, manifest)
 
 
 def _cmd_classifier(args: argparse.Namespace) -> dict:
@@ -111,8 +123,10 @@ def _cmd_umap(args: argparse.Namespace) -> dict:
 def _cmd_figures(args: argparse.Namespace) -> dict:
     from glyffuser.figures import FigurePaths, run_figures
 
+    from glyffuser.atomic import check_output
     from glyffuser.sources import SourceManifest
 
+    check_output(args.out, folder=True)  # before reading anything
     font = args.sources / SourceManifest.read(args.sources).font_file
     paths = FigurePaths(args.model, args.definitions, args.glyphs, args.umap, args.out, args.classifier,
                         args.embeddings, args.samples, font)
@@ -145,8 +159,17 @@ PIPELINE_FILES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is one line too (exit 2, as for every usage error), not argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"glyffuser: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glyffuser", description=__doc__.splitlines()[0])
+    from glyffuser.limits import MAX_GLYPHS, MAX_PER_PROMPT, MAX_SEED
+
+    parser = _Parser(prog="glyffuser", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
@@ -182,15 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-file", type=Path,
                    help="UTF-8, one prompt per line (blank lines and lines starting with # are skipped); writes one "
                         "PNG per sample + manifest.json into --out, beside what that folder already holds")
-    p.add_argument("-n", type=int, help="samples per prompt (default: 4, 1 with --prompts-file, sample.seeds for the grid)")
-    p.add_argument("--steps", type=int, help="sampler steps (default: sample.steps)")
+    p.add_argument("-n", type=int, help=f"samples per prompt, 1..{MAX_PER_PROMPT} and at most {MAX_GLYPHS:,} glyphs in all "
+                                        "(default: 4, 1 with --prompts-file, sample.seeds for the grid)")
+    p.add_argument("--steps", type=int, help="sampler steps, 1..the model's training timesteps (default: sample.steps)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")
     p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpmsolver++"], help="sampler (default: sample.scheduler)")
-    p.add_argument("--seed", type=int, default=0, help="first seed; sample j of each prompt uses seed + j")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"first seed; sample j of each prompt uses seed + j, which must stay within 0..{MAX_SEED:,}")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
     p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file")
+    p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file; glyffuser replaces only "
+                                            "files of the kind it writes, never a folder or a read-only file")
 
     p = command("classifier", _cmd_classifier, "train the radical classifier that judges generated glyphs")
     inputs(p, "definitions", "glyphs")

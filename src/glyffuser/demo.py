@@ -23,6 +23,7 @@ from PIL import Image
 from glyffuser.atlas import radical_label
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import pngs_to_tensor, tensor_to_images
+from glyffuser.limits import MAX_SEED, check_request, clean_prompt
 from glyffuser.params import Params
 from glyffuser.pipeline import GlyffuserPipeline, check_sampling
 from glyffuser.tables import read_table
@@ -45,11 +46,17 @@ class DemoPaths:
     evaluate_metrics: Path
 
 
+class _Cancelled(Exception):
+    """Raised inside the sampling worker when its job was cancelled."""
+
+
 class Playground:
     """The model, its judge and the data it is compared with; `generate` is what the page runs."""
 
     def __init__(self, params: Params, paths: DemoPaths):
         from glyffuser.classifier import load_classifier
+
+        self.workers: list[threading.Thread] = []  # every sampling thread started (tests check none outlives its job)
 
         s = params.sample
         self.params = params
@@ -76,9 +83,9 @@ class Playground:
 
     # -- checks -------------------------------------------------------------------------------------
     def check_prompt(self, prompt: str) -> str:
-        prompt = (prompt or "").strip()
-        if not prompt:
+        if not (prompt or "").strip():
             raise GlyffuserError("type a definition first, e.g. “a kind of fish”")
+        prompt = clean_prompt(prompt)
         if len(prompt) > MAX_PROMPT_CHARS:
             raise GlyffuserError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS} "
                                  "(definitions are short)")
@@ -89,29 +96,47 @@ class Playground:
 
     # -- what the page shows ------------------------------------------------------------------------
     def frames(self, prompt: str, count: int, steps: int, guidance: float, seed: int, sampler: str):
-        """Yield (step, images) while sampling: the noisy x_t after each step, then the final glyphs."""
+        """Yield (step, images) while sampling: the noisy x_t after each step, then the final glyphs.
+
+        Sampling runs in a worker thread so that each step reaches the page as it is made. Closing this
+        generator (Gradio does when a job is cancelled, or the page goes away) stops the worker at its next
+        step and waits for it, so a cancelled job never keeps sampling beside the next one."""
+        check_request(1, count, seed)
         check_sampling(steps, guidance, self.pipe.scheduler_config)
         text, mask, empty = self.pipe.encode([prompt])
         rows = torch.zeros(count, dtype=torch.long)
         seeds = [seed + j for j in range(count)]
         out: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def step_done(i, t, x):
+            if stop.is_set():
+                raise _Cancelled
+            out.put((i + 1, x))
 
         def run():
             try:
-                x = self.pipe.sample(text[rows], mask[rows], empty, seeds, steps, guidance, sampler,
-                                     callback=lambda i, t, x: out.put((i + 1, x)))
+                x = self.pipe.sample(text[rows], mask[rows], empty, seeds, steps, guidance, sampler, callback=step_done)
                 out.put(("done", x))
+            except _Cancelled:
+                pass
             except Exception as err:  # shown in the page; the server keeps running
                 out.put(("error", err))
 
-        threading.Thread(target=run, daemon=True).start()
-        while True:
-            step, x = out.get()
-            if step == "error":
-                raise x
-            yield step, x
-            if step == "done":
-                return
+        worker = threading.Thread(target=run, daemon=True, name="glyffuser-sampling")
+        self.workers.append(worker)
+        worker.start()
+        try:
+            while True:
+                step, x = out.get()
+                if step == "error":
+                    raise x
+                yield step, x
+                if step == "done":
+                    return
+        finally:
+            stop.set()
+            worker.join()
 
     def readings(self, x: torch.Tensor, top: int = 3, neighbours: int = 3) -> list[dict]:
         """Per glyph: the classifier's top radicals and the nearest training glyphs (RMS distance, ±1 px shift)."""
@@ -207,11 +232,12 @@ def build_app(playground: Playground):
     def generate(prompt, count, steps, guidance, seed, sampler):
         try:
             prompt = playground.check_prompt(prompt)
-            count, steps, seed = int(count), int(steps), int(seed)
+            try:
+                count, steps, seed = int(count), int(steps), int(seed)
+            except (TypeError, ValueError, OverflowError):
+                raise GlyffuserError("glyphs, steps and seed must be whole numbers") from None
             if not 1 <= count <= MAX_GLYPHS:
                 raise GlyffuserError(f"number of glyphs must be 1..{MAX_GLYPHS}")
-            if seed < 0:
-                raise GlyffuserError("the seed must be at least 0")
             for step, x in playground.frames(prompt, count, steps, float(guidance), seed, sampler):
                 if step != "done":
                     yield (_sheet(tensor_to_images(x)), gr.skip(), f"step {step} of {steps}", gr.skip(), gr.skip(),
@@ -239,7 +265,7 @@ def build_app(playground: Playground):
                     steps = gr.Slider(1, 100, value=s.steps, step=1, label="steps")
                 with gr.Row():
                     guidance = gr.Slider(0, 20, value=s.guidance, step=0.5, label="guidance")
-                    seed = gr.Number(value=0, precision=0, minimum=0, label="seed")
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED - MAX_GLYPHS + 1, label="seed")
                     sampler = gr.Dropdown(["dpmsolver++", "ddim", "ddpm"], value=s.scheduler, label="sampler")
                 button = gr.Button("Generate", variant="primary")
                 gr.Examples(examples, inputs=[prompt], label=f"examples (the last {len(HARD_PROMPTS)} ask for what no radical draws)")

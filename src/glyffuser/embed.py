@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_output
 from glyffuser.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import EmbedParams
@@ -34,6 +34,7 @@ def definitions_digest(codepoints: list[int], definitions: list[str]) -> str:
 
 
 def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> dict:
+    check_output(out_path)
     table, _ = read_table(definitions_path, columns=["codepoint", "definition"])
     codepoints = table.column("codepoint").to_pylist()
     texts = table.column("definition").to_pylist()

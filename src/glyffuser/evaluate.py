@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 from PIL import Image, ImageDraw
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_outputs
 from glyffuser.classifier import load_classifier, load_glyph_splits, majority_share, predict
 from glyffuser.embed import load_embeddings
 from glyffuser.errors import GlyffuserError
@@ -35,7 +35,9 @@ from glyffuser.params import Params
 from glyffuser.pipeline import GlyffuserPipeline
 from glyffuser.progress import progress
 from glyffuser.tables import write_table
-from glyffuser.tracking import log_to_model_run
+from glyffuser.tracking import log_to_model_run, require_store
+
+OUTPUTS = ("samples.parquet", "novelty.png", "grid.png", "metrics.json")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ def novelty_plot(copies: np.ndarray, real: np.ndarray, generated: np.ndarray, th
 def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe: GlyffuserPipeline | None = None) -> dict:
     """`pipe`: judge this pipeline instead of the model in paths.model (benchmarks/resolution.py's cascade)."""
     e, s = params.evaluate, params.sample
+    check_outputs(*(paths.out / n for n in OUTPUTS))
+    if track:
+        require_store()
     start = time.perf_counter()
     pipe = pipe or GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     net, classifier_report = load_classifier(paths.classifier)
@@ -236,8 +241,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
         "nearest_distance": nearest_d, "nearest_codepoint": nearest_cp.astype(np.int32),
         "png": [to_png(im) for im in tensor_to_images(images)],
     })
-    names = ("samples.parquet", "novelty.png", "grid.png", "metrics.json")
-    with atomic_outputs(*(paths.out / n for n in names)) as (samples_tmp, novelty_tmp, grid_tmp, metrics_tmp):
+    with atomic_outputs(*(paths.out / n for n in OUTPUTS)) as (samples_tmp, novelty_tmp, grid_tmp, metrics_tmp):
         write_table(table, samples_tmp, {"model": str(paths.model), "resolution": resolution})
         novelty_plot(copy_d, real_d, gen_d, threshold, novelty_tmp)
         labels = [f"{p} (radical {e.prompt_radicals[p]}): {per_prompt[p]:.0%}" for p in s.prompts]

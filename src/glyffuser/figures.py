@@ -30,7 +30,7 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_output
 from glyffuser.diffusion import sampler, training_scheduler
 from glyffuser.errors import GlyffuserError
 from glyffuser.geometry import (busiest_pixel, density_figures, forward_q_figure, gaussian_1d_figure, standardise,
@@ -389,6 +389,11 @@ def prompt_neighbours(pipe: GlyffuserPipeline, prompts: list[str], embeddings: P
 
 def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     f, s, seed = params.figures, params.sample, params.base.seed
+    check_output(paths.out, folder=True)
+    if track:
+        from glyffuser.tracking import require_store
+
+        require_store()
     start = time.perf_counter()
     pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     res = image_size(pipe.unet)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_output
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 
@@ -37,6 +37,17 @@ class GuidePaths:
     classifier_report: Path
     model: Path
     out: Path  # the page: data/guide/index.html
+
+
+def _escaped(value):
+    """Every string in nested dicts and lists (keys too) HTML-escaped; numbers and the rest as they are."""
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _json(path: Path) -> dict:
@@ -93,7 +104,7 @@ def _sections(r: dict, paths: GuidePaths) -> list[str]:
     pairs = fig.get("data_pairs", [])
     out.append(f"""
 <p>The model learns from <b>{rd['glyphs']:,}</b> Chinese characters: every codepoint of Unicode {rd['unicode_version']}'s
-CJK blocks that has an English definition in Unihan (kDefinition), drawn in {html.escape(rd['font'])} at 128 px and
+CJK blocks that has an English definition in Unihan (kDefinition), drawn in {rd['font']} at 128 px and
 shown to the model at <b>{res}×{res}</b> pixels. A hash of the codepoint puts {rd['splits']['train']:,} in the
 training split, {rd['splits']['validation']:,} in validation and {rd['splits']['test']:,} in the test split: the
 model never sees those last ones, and the evaluation asks it to draw them from their definitions.</p>
@@ -101,7 +112,7 @@ model never sees those last ones, and the evaluation asks it to draw them from t
         "definitions (bottom). The model has not seen these characters; it recombines parts it learned.")}
 <p>To the network an image is just a grid of numbers. Each pixel is stored as 0 (ink) … 255 (paper) and rescaled to
 −1 … +1; the model adds and removes noise on those numbers.</p>
-{figure(F / 'pixels.png', f"{html.escape(fig['pixel_glyph'])} with its pixel values. The model draws {res}×{res} "
+{figure(F / 'pixels.png', f"{fig['pixel_glyph']} with its pixel values. The model draws {res}×{res} "
         f"(shown here at 32×32, where the numbers stay legible); its UNet works on a {res // patch}×{res // patch} grid of "
         f"{patch}×{patch}-pixel patches folded into {patch * patch} channels.", 560)}""")
 
@@ -168,7 +179,7 @@ island; at high noise they all point to the centre. Their mean length over the w
 answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error; after {tr['steps']:,} steps
 ({tr['epochs']:g} epochs, {tr['wall_time_min']:.1f} min at {tr['img_per_s']:.0f} images/s) it is {tr['train_loss']:.4f}
 on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
-{figure(F / 'prediction.png', f"What the network predicts for {html.escape(fig['pixel_glyph'])} at several t, with its "
+{figure(F / 'prediction.png', f"What the network predicts for {fig['pixel_glyph']} at several t, with its "
         "own definition as the prompt and no guidance. At high t it cannot know the glyph and predicts the average "
         "of plausible ones: a blur.")}
 {_table(["t", f"MSE of predicted {name}", f"variance of true {name}"], rows)}""")
@@ -188,17 +199,17 @@ and is only clipped, while DPM-Solver++ thresholds it dynamically.</p>
 
     enc_rows = []
     for n in fig.get("neighbours", []):
-        tokens = " ".join(f"<code>{html.escape(t)}</code>" for t in n["tokens"])
+        tokens = " ".join(f"<code>{t}</code>" for t in n["tokens"])
         near = "".join(f'<span class="nb"><img src="data:image/png;base64,{x["png"]}" alt="U+{x["codepoint"]:04X}">'
-                       f'{html.escape(x["definition"][:40])} <small>{x["cosine"]:.2f}</small></span>'
+                       f'{x["definition"][:40]} <small>{x["cosine"]:.2f}</small></span>'
                        for x in n["neighbours"][:3])
-        enc_rows.append([f"“{html.escape(n['prompt'])}”", tokens, near])
+        enc_rows.append([f"“{n['prompt']}”", tokens, near])
     levels = len(unet["block_out_channels"])
     attn = [i for i, b in enumerate(unet["down_block_types"]) if "CrossAttn" in b]
     grids = [res // patch // 2 ** i for i in range(levels)]
     attn_text = ", ".join(f"{grids[i]}×{grids[i]} ({unet['block_out_channels'][i]} channels)" for i in attn)
     out.append(f"""
-<p>The prompt is a definition in English. The text encoder ({html.escape(info['encoder'])}, {info['dim']}-d,
+<p>The prompt is a definition in English. The text encoder ({info['encoder']}, {info['dim']}-d,
 at most {info['max_length']} tokens) turns it into one vector per token; the embed stage did this once for every
 definition and stored them in Parquet. Similar definitions get similar vectors: the nearest training definitions by
 cosine similarity of the mean token vector:</p>
@@ -220,7 +231,7 @@ where the real glyphs of its radical lie, when the model follows the prompt:</p>
     if tj:
         reached = next((i for i, v in enumerate(tj["read_guess"]) if v >= tj["read_guess"][-1]), len(tj["read_guess"]))
         text = f"""
-<p>Follow one prompt, “{html.escape(tj['prompt'])}”, through sampling. From pure noise the model's first guess x̂_0 is
+<p>Follow one prompt, “{tj['prompt']}”, through sampling. From pure noise the model's first guess x̂_0 is
 the average of the glyphs that fit the prompt and this noise: a blur in which the layout is already visible.</p>
 {figure(F / 'single_step.png', "The one-step guess from pure noise beside the full sampling, four seeds.", 640)}
 {figure(F / 'trajectory.png', "x_t and the model's guess x̂_0 before each step, three seeds.")}
@@ -264,7 +275,7 @@ model; w &gt; 1 pushes samples towards what distinguishes the prompt. {gtext}</p
          "mean embedding: what the text can tell at all"],
         ["classifier accuracy", _pct(ev["classifier_test_accuracy"], 1), f"the judge on real test glyphs (chance "
          f"{_pct(cl['chance'], 1)})"],
-        ["seed sweep", f"{ev['seed_sweep_hits']} / {ev['seed_sweep_seeds']}", f"“{html.escape(ev['seed_sweep_prompt'])}” "
+        ["seed sweep", f"{ev['seed_sweep_hits']} / {ev['seed_sweep_seeds']}", f"“{ev['seed_sweep_prompt']}” "
          "with its radical"],
         ["KID", f"{ev['kid']:.3f} (real floor {ev['kid_real_floor']:.3f})", "kernel distance of classifier features, "
          "samples vs real test glyphs; the floor compares real with real"],
@@ -302,6 +313,9 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
                "evaluate": _json(paths.evaluate / "metrics.json"), "train": _json(paths.train_metrics),
                "render": _json(paths.render_report), "classifier": _json(paths.classifier_report),
                "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json")}
+    # Every string the page quotes (definitions, prompts, the model folder's glyffuser.json, ...) is data:
+    # escaped once, here, where it enters the HTML.
+    reports = _escaped(reports)
     bodies = _sections(reports, paths)
     info = reports["info"]
     toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, t in enumerate(SECTIONS, 1))
@@ -310,7 +324,7 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
     run = info.get("mlflow_run_id")
     page = f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>glyffuser: a visual guide to diffusion</title>
 <style>{_STYLE}</style><h1>How a diffusion model invents Chinese glyphs</h1>
-<p class="sub">A visual guide, drawn from this run: {info['resolution']} px model, encoder {html.escape(info['encoder'])},
+<p class="sub">A visual guide, drawn from this run: {info['resolution']} px model, encoder {info['encoder']},
 {reports['train']['steps']:,} training steps{f', MLflow run {run}' if run else ''}. Every figure and number below was
 computed by the pipeline (<code>dvc repro</code>) from your data and model.</p>
 <nav><ol>{toc}</ol></nav>{sections}</html>
@@ -321,6 +335,11 @@ computed by the pipeline (<code>dvc repro</code>) from your data and model.</p>
 
 
 def run_guide(params: Params, paths: GuidePaths, track: bool = True) -> dict:
+    check_output(paths.out)
+    if track:
+        from glyffuser.tracking import require_store
+
+        require_store()
     start = time.perf_counter()
     summary = build_guide(params, paths)
     summary["minutes"] = round((time.perf_counter() - start) / 60, 2)

@@ -14,15 +14,19 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from glyffuser.atomic import atomic_outputs
 from glyffuser.diffusion import sampler
 from glyffuser.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import tensor_to_images
+from glyffuser.limits import check_request, clean_prompt
 from glyffuser.model import denoise, image_size
 
 MODEL_INFO = "glyffuser.json"
@@ -128,6 +132,46 @@ def sample(unet: UNet2DConditionModel, scheduler_config: dict, text: torch.Tenso
 MODEL_INFO_KEYS = ("encoder", "encoder_sha256", "max_length", "resolution")
 
 
+class ModelInfo(BaseModel):
+    """The types of glyffuser.json, checked on load (strict: "64" is not a number); other keys pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    encoder: Annotated[str, Field(min_length=1)]
+    encoder_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    max_length: Annotated[int, Field(ge=1, le=4096)]
+    resolution: Annotated[int, Field(ge=4, le=4096)]
+    patch_size: Annotated[int, Field(ge=1, le=64)] = 1
+    dim: Annotated[int, Field(ge=1)] | None = None
+    mlflow_run_id: Annotated[str, Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")] | None = None
+    schedule: str | None = None
+    prediction: str | None = None
+    encoder_revision: str | None = None
+    model_type: str | None = None
+
+
+class SchedulerConfig(BaseModel):
+    """The scheduler config keys sampling reads, checked on load; diffusers' other keys pass through."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    num_train_timesteps: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    trained_betas: list[float] | None = None
+
+
+def _validated(model: type[BaseModel], data: object, file: Path) -> None:
+    """One line naming the file and the first bad key."""
+    try:
+        model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(k) for k in first["loc"]) or "the top level"
+        raise GlyffuserError(f"{file}: {key}: {first['msg']} (got {first.get('input')!r:.60}): it was not written "
+                             "by the train stage, or was edited; retrain or restore it") from None
+
+
 def read_model_info(path: Path) -> dict:
     """glyffuser.json of a model folder: encoder, resolution, schedule, MLflow run."""
     file = Path(path) / MODEL_INFO
@@ -140,6 +184,7 @@ def read_model_info(path: Path) -> dict:
     missing = [k for k in MODEL_INFO_KEYS if k not in info] if isinstance(info, dict) else ["an object"]
     if missing:
         raise GlyffuserError(f"{file} lacks {missing[0]!r}: it was not written by the train stage")
+    _validated(ModelInfo, info, file)
     return info
 
 
@@ -165,8 +210,9 @@ class GlyffuserPipeline:
             # float32 weights (snapshots are stored in fp16); sampling autocasts where it pays off
             unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True).float()
             config = DDPMScheduler.load_config(path / "scheduler")
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, TypeError) as err:
             raise GlyffuserError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
+        _validated(SchedulerConfig, config, path / "scheduler" / "scheduler_config.json")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = cls(unet.to(device), config, info, bf16, compile)
         if not pipe.bf16 and pipe.unet.device.type == "cpu":
@@ -195,9 +241,11 @@ class GlyffuserPipeline:
                       progress, callback, self.bf16, self.info["max_length"] if self.compile else None)
 
     def save_pretrained(self, path: Path) -> None:
-        self.unet.save_pretrained(path / "unet", safe_serialization=True)
-        DDPMScheduler.from_config(self.scheduler_config).save_pretrained(path / "scheduler")
-        (path / MODEL_INFO).write_text(json.dumps(self.info, indent=2) + "\n")
+        """Write the model folder whole or not at all (it replaces only a model folder glyffuser wrote)."""
+        with atomic_outputs(path, dirs=True) as (tmp,):
+            self.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+            DDPMScheduler.from_config(self.scheduler_config).save_pretrained(tmp / "scheduler")
+            (tmp / MODEL_INFO).write_text(json.dumps(self.info, indent=2) + "\n")
 
     @property
     def encoder(self) -> TextEncoder:
@@ -230,7 +278,8 @@ class GlyffuserPipeline:
         """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]. `progress`: show a bar."""
         from glyffuser.progress import progress as progress_bar
 
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        prompts = [clean_prompt(p) for p in ([prompts] if isinstance(prompts, str) else list(prompts))]
+        check_request(len(prompts), num_images, seed)
         text, mask, empty = self.encode(prompts)
         rows = torch.repeat_interleave(torch.arange(len(prompts)), num_images)
         seeds = [seed + j for _ in prompts for j in range(num_images)]

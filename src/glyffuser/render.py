@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_outputs
 from glyffuser.errors import GlyffuserError
 from glyffuser.glyphs import GlyphRenderer, from_png, to_png
 from glyffuser.params import Params
@@ -40,6 +40,7 @@ def _codepoints(ranges: list[tuple[int, int]]) -> list[int]:
 
 
 def run_render(params: Params, sources_dir: Path, out: RenderOutputs) -> dict:
+    check_outputs(out.definitions, out.glyphs, out.preview, out.report)
     manifest = SourceManifest.read(sources_dir)
     p = params.render
     definitions = read_field(sources_dir / "Unihan_Readings.txt", "kDefinition")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_outputs
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import labelled_grid
+from glyffuser.limits import clean_prompt
 from glyffuser.pipeline import GlyffuserPipeline
 
 
@@ -20,15 +21,27 @@ def read_prompts(path: Path) -> list[str]:
         raise GlyffuserError(f"cannot read prompts file {path}: {err.strerror}") from None
     except UnicodeDecodeError as err:
         raise GlyffuserError(f"prompts file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    prompts = []
+    for number, line in enumerate(lines, 1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            try:
+                prompts.append(clean_prompt(line))
+            except GlyffuserError as err:
+                raise GlyffuserError(f"{path}:{number}: {err}") from None
     if not prompts:
         raise GlyffuserError(f"prompts file {path} holds no prompt (one per line)")
     return prompts
 
 
+def file_names(prompts: int, num_images: int, seed: int) -> list[str]:
+    """The PNG names `sample_files` writes: prompt index and seed."""
+    return [f"{p:03d}-seed{seed + j}.png" for p in range(prompts) for j in range(num_images)]
+
+
 def sample_grid(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, steps: int, guidance: float,
                 scheduler: str, seed: int, out: Path, manifest: Path | None = None) -> dict:
     """Rows of `num_images` samples per prompt, the prompt written left of its row."""
+    check_outputs(out, *([manifest] if manifest else []))  # before the sampling
     images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
                   progress=True)
     settings = {"scheduler": scheduler, "steps": steps, "guidance": guidance, "seeds": [seed + j for j in range(num_images)]}
@@ -48,9 +61,10 @@ def sample_files(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, s
     there), and only once every sample is drawn."""
     if out_dir.exists() and not out_dir.is_dir():
         raise GlyffuserError(f"--out {out_dir} is a file; with --prompts-file it names a folder")
+    names = file_names(len(prompts), num_images, seed)
+    check_outputs(*(out_dir / name for name in names), out_dir / "manifest.json")  # before the sampling
     images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
                   progress=True)
-    names = [f"{p:03d}-seed{seed + j}.png" for p in range(len(prompts)) for j in range(num_images)]
     entries = [{"prompt": prompts[i // num_images], "seed": seed + i % num_images, "scheduler": scheduler,
                 "steps": steps, "guidance": guidance, "path": str(out_dir / name)} for i, name in enumerate(names)]
     with atomic_outputs(*(out_dir / name for name in names), out_dir / "manifest.json") as tmps:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fontTools.ttLib import TTFont, TTLibError
 
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_output
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import SourcesParams
 
@@ -126,6 +126,7 @@ def _package_version(name: str) -> str:
 
 
 def collect_sources(params: SourcesParams, out_dir: Path) -> SourceManifest:
+    check_output(out_dir, folder=True)
     font = resolve_font(params.font)
     name = font_name(font, params.font_index)
     unihan = resolve_unihan(params.unihan)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
+
+from glyffuser.errors import GlyffuserError
 
 EXPERIMENT = "glyffuser"
 # MLflow 3's UI opens an experiment on its GenAI (traces) view unless told this one trains models.
@@ -28,6 +31,61 @@ def tracking_uri() -> str:
         return uri
     store_dir().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store_dir() / 'mlflow.db'}"
+
+
+def require_store(timeout: float = 10.0) -> str:
+    """Check, before a stage's work, that the MLflow store can be written; returns its URI.
+
+    The decision: an unusable store stops the stage here, in one line and before any work (fix the store,
+    point MLFLOW_TRACKING_URI elsewhere, or pass --no-mlflow), so that outputs and exit status never
+    disagree. A store that fails later, after this check, costs only the record: one warning line, and
+    the stage keeps its outputs and exits 0 (see `log_to_model_run`). No check waits longer than
+    `timeout` seconds (MLflow itself retried a read-only SQLite store for ~108 s)."""
+    from glyffuser.atomic import _check_place
+
+    hint = "set MLFLOW_TRACKING_URI to a writable store, or pass --no-mlflow"
+    try:
+        uri = tracking_uri()
+    except OSError as err:
+        raise GlyffuserError(f"cannot create the MLflow store folder {store_dir()}: "
+                             f"{(err.strerror or str(err)).lower()}; {hint}") from None
+    try:
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            _check_place(db.parent / "mlartifacts" / "probe")  # the artifacts beside the database
+            if db.exists():
+                _check_sqlite(db, timeout)
+            else:
+                _check_place(db)
+        elif uri.startswith(("http://", "https://")):
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+            from mlflow import MlflowClient
+
+            MlflowClient(uri).search_experiments(max_results=1)
+        elif uri.startswith("file:") or "://" not in uri:
+            _check_place(Path(uri.removeprefix("file://").removeprefix("file:")) / "probe")
+    except GlyffuserError as err:
+        raise GlyffuserError(f"the MLflow store {uri} is not usable ({err}); {hint}") from None
+    except Exception as err:  # the server's or the client's own error, whatever its type
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise GlyffuserError(f"the MLflow store {uri} is not usable ({first[:200]}); {hint}") from None
+    return uri
+
+
+def _check_sqlite(db: Path, timeout: float) -> None:
+    """Open the database for writing and take its write lock once (then roll back): what MLflow will need."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{db.resolve()}?mode=rw", uri=True, timeout=timeout)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.rollback()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise GlyffuserError(f"{db}: {err}") from None
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -101,12 +159,21 @@ def mlflow_run(params: dict, stage: str = "train", name: str | None = None):
         yield mlflow
 
 
-def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str) -> str:
+def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str) -> str | None:
     """Add metrics and files to the MLflow run that trained the model (its id is in glyffuser.json).
 
     A model trained elsewhere, or without tracking, gets a new run named after the stage instead.
-    Returns the run id used.
+    Returns the run id used, or None (one warning line) when the store fails.
     """
+    try:
+        return _log_to_model_run(model_info, metrics, files, artifact_path)
+    except Exception as err:  # the store broke after require_store passed: the outputs stand, the record is lost
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"glyffuser: warning: not recorded in MLflow ({first[:200]}); the outputs are written", file=sys.stderr)
+        return None
+
+
+def _log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str) -> str:
     import logging
 
     import mlflow

@@ -24,7 +24,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from glyffuser import __version__
-from glyffuser.atomic import atomic_outputs
+from glyffuser.atomic import atomic_outputs, check_output, check_outputs
 from glyffuser.checkpoint import clear_checkpoints, latest_checkpoint, load_checkpoint, pause_point, save_checkpoint
 from glyffuser.data import GlyphSet, batch_text, load_training_data
 from glyffuser.deps import command_files
@@ -212,14 +212,22 @@ def save_snapshot(folder: Path, pipe: GlyffuserPipeline, ema: EMAModel, step: in
     ema.copy_to(unet.parameters())
     snapshot = GlyffuserPipeline(unet.half(), pipe.scheduler_config, {**pipe.info, "step": step,
                                                                       "train_minutes": round(train_minutes, 2)})
-    with atomic_outputs(folder / f"step-{step:08d}", dirs=True) as (tmp,):
-        snapshot.save_pretrained(tmp)
+    snapshot.save_pretrained(folder / f"step-{step:08d}")
 
 
 def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, track: bool = True) -> dict | None:
     """Train, checkpoint, resume; write the model and metrics. `stop_after` ends the run early like an
     interruption (for tests): the checkpoints stay, no final outputs are written, None is returned."""
     p = params.train
+    check_output(paths.model, folder=True)
+    check_outputs(paths.metrics, paths.curve)
+    if paths.checkpoints.exists() and not paths.checkpoints.is_dir():
+        raise GlyffuserError(f"{paths.checkpoints} is a file; the checkpoints go into a folder there")
+    check_output(paths.checkpoints / "snapshots" / "step-00000000", folder=True)  # writable, before any work
+    if track:
+        from glyffuser.tracking import require_store
+
+        require_store()
     accelerator = Accelerator(mixed_precision=_precision(p.mixed_precision), cpu=not torch.cuda.is_available())
     rank, world, device, main = accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator.is_main_process
     data = load_training_data(paths.definitions, paths.glyphs, paths.embeddings, p.resolution)
@@ -382,8 +390,7 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
                 "parameters": count_parameters(raw_unet), "world_size": world, "ranks_in_sync": in_sync,
                 "resumed_from_step": start_step,
             }
-            with atomic_outputs(paths.model, dirs=True) as (model_tmp,):
-                pipe.save_pretrained(model_tmp)
+            pipe.save_pretrained(paths.model)
             with atomic_outputs(paths.metrics, paths.curve) as (metrics_tmp, curve_tmp):
                 metrics_tmp.write_text(json.dumps(result, indent=2) + "\n")
                 with curve_tmp.open("w", newline="") as f:
