@@ -89,6 +89,8 @@ def clear_checkpoints(folder: Path) -> None:
             # ours: the marker, or (written before it existed) a step folder holding a model's glyffuser.json
             if p.is_dir() and ((p / MARKER).is_file() or re.match(r"^step-\d{8}$", p.name) and (p / "glyffuser.json").is_file()):
                 shutil.rmtree(p)
+        if not any(snapshots.iterdir()):
+            snapshots.rmdir()
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> dict:
