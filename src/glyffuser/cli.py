@@ -54,10 +54,9 @@ def _default(value, default):
 
 
 def _cmd_sample(args: argparse.Namespace) -> dict:
-    from glyffuser.atomic import check_outputs
     from glyffuser.limits import check_request, clean_prompt
     from glyffuser.pipeline import GlyffuserPipeline, check_sampling
-    from glyffuser.sampling import file_names, read_prompts, sample_files, sample_grid
+    from glyffuser.sampling import files_outputs, grid_outputs, read_prompts, sample_files, sample_grid
 
     if args.prompt and args.prompts_file:
         raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
@@ -81,18 +80,16 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
     # Every bound and every output path is checked before the model is even loaded.
     if args.prompts_file:
         prompts, n, out = read_prompts(args.prompts_file), _default(args.n, 1), args.out or Path("samples")
-        check_request(len(prompts), n, args.seed)
-        if out.exists() and not out.is_dir():
-            raise GlyffuserError(f"--out {out} is a file; with --prompts-file it names a folder")
-        check_outputs(*(out / name for name in file_names(len(prompts), n, args.seed)), out / "manifest.json")
     elif prompts:
         n, out, manifest = _default(args.n, 4), args.out or Path("samples.png"), None
     else:  # no prompts: the pipeline's fixed grid from params (the DVC `sample` stage)
         prompts, n, out = s.prompts, _default(args.n, s.seeds), args.out or Path("data/sample/grid.png")
         manifest = out.with_name("manifest.json")
-    if not args.prompts_file:
-        check_request(len(prompts), n, args.seed)
-        check_outputs(out, *([manifest] if manifest else []))
+    check_request(len(prompts), n, args.seed)
+    if args.prompts_file:
+        files_outputs(out, len(prompts), n, args.seed)
+    else:
+        grid_outputs(out, manifest)
     pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile)
     check_sampling(steps, guidance, pipe.scheduler_config)
     if args.prompts_file:

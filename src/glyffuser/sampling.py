@@ -33,19 +33,30 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def file_names(prompts: int, num_images: int, seed: int) -> list[str]:
-    """The PNG names `sample_files` writes: prompt index and seed."""
-    return [f"{p:03d}-seed{seed + j}.png" for p in range(prompts) for j in range(num_images)]
+def grid_outputs(out: Path, manifest: Path | None = None) -> list[Path]:
+    """What `sample_grid` writes, checked (glyffuser replaces only what it wrote): call it before any work."""
+    outputs = [out] + ([manifest] if manifest else [])
+    check_outputs(*outputs)
+    return outputs
+
+
+def files_outputs(out_dir: Path, prompts: int, num_images: int, seed: int) -> list[Path]:
+    """What `sample_files` writes into out_dir, checked: one PNG per (prompt index, seed), then manifest.json."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise GlyffuserError(f"--out {out_dir} is a file; with --prompts-file it names a folder")
+    outputs = [out_dir / f"{p:03d}-seed{seed + j}.png" for p in range(prompts) for j in range(num_images)]
+    outputs.append(out_dir / "manifest.json")
+    check_outputs(*outputs)
+    return outputs
 
 
 def sample_grid(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, steps: int, guidance: float,
                 scheduler: str, seed: int, out: Path, manifest: Path | None = None) -> dict:
     """Rows of `num_images` samples per prompt, the prompt written left of its row."""
-    check_outputs(out, *([manifest] if manifest else []))  # before the sampling
+    outputs = grid_outputs(out, manifest)  # before the sampling
     images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
                   progress=True)
     settings = {"scheduler": scheduler, "steps": steps, "guidance": guidance, "seeds": [seed + j for j in range(num_images)]}
-    outputs = [out] + ([manifest] if manifest else [])
     with atomic_outputs(*outputs) as tmps:
         labelled_grid(images, num_images, prompts).save(tmps[0])
         if manifest:
@@ -59,15 +70,12 @@ def sample_files(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, s
 
     out_dir may hold other files: only the PNGs and the manifest named here are written (replaced if
     there), and only once every sample is drawn."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise GlyffuserError(f"--out {out_dir} is a file; with --prompts-file it names a folder")
-    names = file_names(len(prompts), num_images, seed)
-    check_outputs(*(out_dir / name for name in names), out_dir / "manifest.json")  # before the sampling
+    outputs = files_outputs(out_dir, len(prompts), num_images, seed)  # before the sampling
     images = pipe(prompts, num_images=num_images, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
                   progress=True)
     entries = [{"prompt": prompts[i // num_images], "seed": seed + i % num_images, "scheduler": scheduler,
-                "steps": steps, "guidance": guidance, "path": str(out_dir / name)} for i, name in enumerate(names)]
-    with atomic_outputs(*(out_dir / name for name in names), out_dir / "manifest.json") as tmps:
+                "steps": steps, "guidance": guidance, "path": str(path)} for i, path in enumerate(outputs[:-1])]
+    with atomic_outputs(*outputs) as tmps:
         for image, tmp in zip(images, tmps):
             image.save(tmp)
         tmps[-1].write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
