@@ -288,9 +288,8 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
         "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
         "kmeans2_clusters": cluster_report,
     }
-    names = OUTPUTS
-    with atomic_outputs(*(out / n for n in names)) as temps:
-        tmp = dict(zip(names, temps))
+    with atomic_outputs(*(out / n for n in OUTPUTS)) as temps:
+        tmp = dict(zip(OUTPUTS, temps))
         write_table(pa.table({"codepoint": defs.column("codepoint"), "character": chars, "x": xy[:, 0], "y": xy[:, 1],
                               "radical": radicals.astype(np.int16), "layout": layouts,
                               "split": defs.column("split")}), tmp["points.parquet"],

@@ -49,12 +49,12 @@ def _is_ours_file(path: Path) -> bool:
     if path.stat().st_size == 0:
         return True
     suffix = path.suffix.lower()
-    try:
-        with path.open("rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
     if suffix in _MAGIC:
+        try:
+            with path.open("rb") as f:
+                head = f.read(16)
+        except OSError:
+            return False
         return any(head.startswith(m) for m in _MAGIC[suffix])
     if suffix in _TEXT:
         try:

@@ -68,9 +68,14 @@ def require_store(timeout: float = 10.0) -> str:
     except GlyffuserError as err:
         raise GlyffuserError(f"the MLflow store {uri} is not usable ({err}); {hint}") from None
     except Exception as err:  # the server's or the client's own error, whatever its type
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GlyffuserError(f"the MLflow store {uri} is not usable ({first[:200]}); {hint}") from None
+        raise GlyffuserError(f"the MLflow store {uri} is not usable ({_first_line(err)}); {hint}") from None
     return uri
+
+
+def _first_line(err: Exception) -> str:
+    """An MLflow, SQLAlchemy or HTTP error in at most 200 characters of one line (its type if it says nothing)."""
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def _check_sqlite(db: Path, timeout: float) -> None:
@@ -168,8 +173,7 @@ def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Pa
     try:
         return _log_to_model_run(model_info, metrics, files, artifact_path)
     except Exception as err:  # the store broke after require_store passed: the outputs stand, the record is lost
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"glyffuser: warning: not recorded in MLflow ({first[:200]}); the outputs are written", file=sys.stderr)
+        print(f"glyffuser: warning: not recorded in MLflow ({_first_line(err)}); the outputs are written", file=sys.stderr)
         return None
 
 
