@@ -24,6 +24,7 @@ class GlyphSet:
     codepoints: np.ndarray
     definitions: list[str]
     radicals: np.ndarray
+    sense: torch.Tensor | None = None  # (N,L) int8: each token's ';'-separated sense, -1 special/padding
 
     def __len__(self) -> int:
         return len(self.codepoints)
@@ -55,7 +56,8 @@ def load_training_data(definitions_path: Path, glyphs_path: Path, embeddings_pat
     def subset(name: str) -> GlyphSet:
         idx = np.nonzero(splits == name)[0]
         return GlyphSet(pngs_to_tensor([pngs[i] for i in idx], resolution), emb.hidden[idx], emb.mask[idx],
-                        codepoints[idx], [texts[i] for i in idx], radicals[idx])
+                        codepoints[idx], [texts[i] for i in idx], radicals[idx],
+                        None if emb.sense is None else emb.sense[idx])
 
     train = subset("train")
     if len(train) == 0:
@@ -67,3 +69,20 @@ def batch_text(text: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     """Trim the padded token axis to the longest prompt in the batch: (B,L,D),(B,L) -> (B,l,D),(B,l)."""
     length = max(int(mask.sum(dim=1).max()), 1)
     return text[:, :length], mask[:, :length]
+
+
+def sense_subsets(mask: torch.Tensor, sense: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Caption augmentation: for a `share` of the rows whose definition has 2 or more ';'-separated senses,
+    keep a random subset of its senses (each with probability 1/2, at least one) by masking out the
+    other senses' tokens; special tokens stay. mask, sense: (B,L) -> the new mask (B,L).
+    The kept tokens' states were computed with the whole definition in context (the encoder is not
+    re-run), so a subset here is close to, not equal to, encoding the shorter definition."""
+    b = mask.shape[0]
+    s = sense.long().cpu()
+    n_senses = s.max(dim=1).values + 1  # (B,) 0 for rows of special tokens only
+    keep = torch.rand(b, max(int(n_senses.max()), 1), generator=gen) < 0.5  # (B,S)
+    one = (torch.rand(b, generator=gen) * n_senses.clamp(min=1)).long()  # a sense that is always kept
+    keep[torch.arange(b), one] = True
+    apply = (torch.rand(b, generator=gen) < share) & (n_senses >= 2)  # (B,)
+    token_kept = (s < 0) | keep.gather(1, s.clamp(min=0)) | ~apply[:, None]  # (B,L)
+    return mask & token_kept.to(mask.device)

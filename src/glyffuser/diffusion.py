@@ -76,18 +76,46 @@ def snr(scheduler: DDPMScheduler, t: torch.Tensor) -> torch.Tensor:
     return ab / (1 - ab).clamp(min=1e-12)
 
 
+def loss_weight(scheduler: DDPMScheduler, t: torch.Tensor, min_snr_gamma: float,
+                weighting: str = "min_snr") -> torch.Tensor | None:
+    """Per-image weight of the MSE to the eps or v target; None = plain MSE (γ = 0).
+
+    min_snr (Hang et al. 2023): x0-space weight min(SNR, γ), i.e. min(SNR, γ)/(SNR+1) on the v-loss.
+        It goes to 0 as SNR -> 0: the noisy half of the schedule, where the layout (the radical) is
+        decided, gets almost no gradient.
+    min_snr_plus_one: min(SNR+1, γ)/(SNR+1) on the v-loss: the plain v-loss (weight 1) where SNR+1 < γ,
+        min-SNR's γ/(SNR+1) above it, so the clean end (stroke detail) is weighted as in min_snr."""
+    if min_snr_gamma <= 0:
+        return None
+    s = snr(scheduler, t)
+    v = scheduler.config.prediction_type == "v_prediction"
+    if weighting == "min_snr_plus_one":
+        w = (s + 1).clamp(max=min_snr_gamma) / (s + 1)  # v-loss weight
+        return w if v else w * (s + 1) / s.clamp(min=1e-8)  # same x0-space weight on the eps-loss
+    clipped = s.clamp(max=min_snr_gamma)
+    # eps-loss weight min(snr,γ)/snr; v-loss weight min(snr,γ)/(snr+1) (same x0-space weighting)
+    return clipped / (s + 1) if v else clipped / s.clamp(min=1e-8)
+
+
 def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                   scheduler: DDPMScheduler, min_snr_gamma: float) -> torch.Tensor:
-    """MSE to the eps or v target, optionally weighted by min-SNR-γ (Hang et al. 2023)."""
+                   scheduler: DDPMScheduler, min_snr_gamma: float, weighting: str = "min_snr") -> torch.Tensor:
+    """MSE to the eps or v target, optionally weighted (`loss_weight`)."""
     if scheduler.config.prediction_type == "epsilon":
         target = noise
     else:
         target = scheduler.get_velocity(x0, noise, t)
     per_image = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
-    if min_snr_gamma > 0:
-        s = snr(scheduler, t)
-        clipped = s.clamp(max=min_snr_gamma)
-        # eps-loss weight min(snr,γ)/snr; v-loss weight min(snr,γ)/(snr+1) (same x0-space weighting)
-        weight = clipped / (s + 1) if scheduler.config.prediction_type == "v_prediction" else clipped / s.clamp(min=1e-8)
+    weight = loss_weight(scheduler, t, min_snr_gamma, weighting)
+    if weight is not None:
         per_image = per_image * weight
     return per_image.mean()
+
+
+def sample_timesteps(n: int, timesteps: int, how: str, generator: torch.Generator, mean: float = 0.0,
+                     std: float = 1.0) -> torch.Tensor:
+    """Training timesteps (n,): uniform on 0..T-1, or logit-normal (Esser et al. 2024, SD3): t/T =
+    sigmoid(N(mean, std)), which favours the middle of the schedule over both ends."""
+    if how == "uniform":
+        return torch.randint(0, timesteps, (n,), generator=generator)
+    u = torch.sigmoid(mean + std * torch.randn(n, generator=generator))
+    return (u * timesteps).long().clamp(0, timesteps - 1)

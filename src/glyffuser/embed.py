@@ -49,12 +49,17 @@ def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> di
     order = sorted(range(len(all_texts)), key=lambda i: len(all_texts[i]))
     hidden: list[np.ndarray | None] = [None] * len(all_texts)
     truncated = [False] * len(all_texts)
+    senses: list[np.ndarray | None] = [None] * len(all_texts)  # each token's ';'-separated sense (caption augmentation)
     with progress(len(order), desc="embed", unit="text") as bar:
         for start in range(0, len(order), params.batch_size):
             idx = order[start : start + params.batch_size]
-            states, lengths = encoder.encode([all_texts[i] for i in idx])
-            for i, s, n in zip(idx, states, lengths):
-                hidden[i], truncated[i] = s, n > params.max_length
+            batch_texts = [all_texts[i] for i in idx]
+            states, lengths = encoder.encode(batch_texts)
+            for i, s, n, sense in zip(idx, states, lengths, encoder.senses(batch_texts)):
+                if len(sense) != len(s):
+                    raise GlyffuserError(f"the tokenizer of {resolved.name} gave {len(sense)} offsets for "
+                                         f"{len(s)} tokens of {all_texts[i]!r}")
+                hidden[i], truncated[i], senses[i] = s, n > params.max_length, sense
             bar.update(len(idx))
 
     dim = encoder.dim
@@ -81,6 +86,7 @@ def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> di
         "n_tokens": pa.array(n_tokens, pa.int16()),
         "truncated": pa.array(truncated, pa.bool_()),
         "hidden": hidden_col,
+        "sense": pa.array([x.tolist() for x in senses], pa.list_(pa.int8())),
     })
     with atomic_outputs(out_path) as (tmp,):
         write_table(out, tmp, {**meta, "report": report})
@@ -96,6 +102,7 @@ class Embeddings:
     mask: torch.Tensor  # (N, L) bool, True on real tokens
     empty_hidden: torch.Tensor  # (n_empty, dim) the empty prompt's tokens
     meta: dict
+    sense: torch.Tensor | None = None  # (N, L) int8: each token's ';'-separated sense, -1 special/padding
 
 
 def load_embeddings(path: Path) -> Embeddings:
@@ -120,4 +127,13 @@ def load_embeddings(path: Path) -> Embeddings:
     for j, i in enumerate(keep):
         hidden[j, : n_tokens[i]] = torch.from_numpy(rows[i].copy())
         mask[j, : n_tokens[i]] = True
-    return Embeddings(codepoints[keep].astype(np.int32), hidden, mask, torch.from_numpy(rows[empty[0]].copy()), meta)
+    sense = None
+    if "sense" in table.column_names:  # older files lack it: no caption augmentation from them
+        sense_rows = table.column("sense").to_pylist()
+        sense = torch.full((len(keep), length), -1, dtype=torch.int8)
+        for j, i in enumerate(keep):
+            if len(sense_rows[i]) != n_tokens[i]:
+                raise GlyffuserError(f"{path}: senses do not match n_tokens; the file is corrupt")
+            sense[j, : n_tokens[i]] = torch.tensor(sense_rows[i], dtype=torch.int8)
+    return Embeddings(codepoints[keep].astype(np.int32), hidden, mask, torch.from_numpy(rows[empty[0]].copy()), meta,
+                      sense)

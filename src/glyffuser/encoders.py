@@ -137,6 +137,19 @@ class TextEncoder:
         return [hidden[i, : counts[i]] for i in range(len(texts))], full_lengths
 
 
+    def senses(self, texts: list[str]) -> list[np.ndarray]:
+        """Per text, the ';'-separated sense (0, 1, ...) each kept token belongs to; -1 for special tokens.
+        A ';' belongs to the sense it ends. Same tokens as `encode` (same truncation)."""
+        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
+                               return_special_tokens_mask=True, verbose=False)
+        out = []
+        for text, offsets, special in zip(texts, batch["offset_mapping"], batch["special_tokens_mask"]):
+            ends = np.cumsum([c == ";" for c in text])  # senses ended up to and including each character
+            out.append(np.array([-1 if sp else (int(ends[start - 1]) if start > 0 else 0)
+                                 for (start, _), sp in zip(offsets, special)], dtype=np.int8))
+        return out
+
+
 def quiet_transformers() -> None:
     """Silence load-time warnings that do not concern users (e.g. unused pooler weights)."""
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -6,7 +6,8 @@ Samples are drawn with the sample stage's sampler settings and judged by the rad
 - grid: the sample stage's prompt grid, scored against `evaluate.prompt_radicals`;
 - controls: the empty prompt, and the held-out definitions shuffled across characters, both scored
   against the same targets. If either sits far above chance the metric measures something else.
-Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), novelty
+Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), stroke fidelity
+(glyffuser.fidelity: local stroke texture against the real test glyphs, which KID does not see), novelty
 (nearest training glyph against a copy threshold calibrated on real near-copies) and a text-only
 ceiling (linear probe from the pooled text embedding to the radical).
 """
@@ -27,6 +28,7 @@ from glyffuser.atomic import atomic_outputs, check_outputs
 from glyffuser.classifier import load_classifier, load_glyph_splits, majority_share, predict
 from glyffuser.embed import load_embeddings
 from glyffuser.errors import GlyffuserError
+from glyffuser.fidelity import fidelity, stroke_codes
 from glyffuser.glyphs import to_png
 from glyffuser.images import labelled_grid, tensor_to_images
 from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest, two_tone_share
@@ -120,26 +122,30 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
                              "stage (dvc repro embed)")
     rng = np.random.default_rng(params.base.seed)
 
-    # Held-out definitions: N test characters, K samples each; the controls reuse the same targets.
-    n = min(e.heldout_characters, len(test.radicals))
+    # Held-out definitions: N test characters (all by default), K samples each, seeds 0..N·K-1 in codepoint
+    # order, so two models' samples pair up by (character, seed). The controls use C of the same characters.
+    n = len(test.radicals) if e.heldout_characters == "all" else min(e.heldout_characters, len(test.radicals))
     if n < 2:
         raise GlyffuserError("the test split has fewer than 2 characters: widen render.ranges or raise render.split.test")
-    pick = np.sort(rng.choice(len(test.radicals), n, replace=False))
+    pick = np.arange(n) if n == len(test.radicals) else np.sort(rng.choice(len(test.radicals), n, replace=False))
     rows = np.array([row_of[int(cp)] for cp in test.codepoints[pick]])
     targets = test.radicals[pick]
     k = e.samples_per_character
     rep = np.repeat(np.arange(n), k)
     text, mask = emb.hidden[rows], emb.mask[rows]
+    c = min(e.control_characters, n)
+    ctrl = np.sort(rng.choice(n, c, replace=False))
     n_grid = len(s.prompts) * s.seeds
-    print(f"evaluate: {n * k} held-out samples, {n} empty-prompt, {n} shuffled, {n_grid} grid", flush=True)
-    batches = sum(-(-size // BATCH) for size in (n * k, n, n, n_grid, e.seed_sweep_seeds))
-    order = rng.permutation(n)  # a random cycle: every character gets another one's definition
-    shuffle = np.empty(n, dtype=np.int64)
-    shuffle[order] = np.roll(order, -1)
+    print(f"evaluate: {n * k} held-out samples, {c} empty-prompt, {c} shuffled, {n_grid} grid", flush=True)
+    batches = sum(-(-size // BATCH) for size in (n * k, c, c, n_grid, e.seed_sweep_seeds))
+    order = rng.permutation(c)  # a random cycle: every control character gets another one's definition
+    shuffle = np.empty(c, dtype=np.int64)
+    shuffle[order] = ctrl[np.roll(order, -1)]
     with progress(batches * s.steps, desc="evaluate: sampling", unit="step") as bar:
         heldout = _draw(pipe, text[rep], mask[rep], emb.empty_hidden, list(range(n * k)), params, bar)
-        empty = _draw(pipe, text, mask, emb.empty_hidden, list(range(10_000, 10_000 + n)), params, bar, guidance=0.0)
-        shuffled = _draw(pipe, text[shuffle], mask[shuffle], emb.empty_hidden, list(range(20_000, 20_000 + n)),
+        empty = _draw(pipe, text[ctrl], mask[ctrl], emb.empty_hidden, list(range(10_000, 10_000 + c)), params, bar,
+                      guidance=0.0)
+        shuffled = _draw(pipe, text[shuffle], mask[shuffle], emb.empty_hidden, list(range(20_000, 20_000 + c)),
                          params, bar)
         grid_text, grid_mask, grid_empty = pipe.encode(s.prompts)
         grid_rows = np.repeat(np.arange(len(s.prompts)), s.seeds)
@@ -163,8 +169,8 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     chance = majority_share(train.radicals, targets)
     held, held_se = adherence(pred_heldout, targets[rep], cluster=rep)
     grid_adh, grid_se = adherence(pred_grid, grid_targets, cluster=np.repeat(np.arange(len(s.prompts)), s.seeds))
-    empty_adh, empty_se = adherence(pred_empty, targets)
-    shuf_adh, shuf_se = adherence(pred_shuffled, targets)
+    empty_adh, empty_se = adherence(pred_empty, targets[ctrl])
+    shuf_adh, shuf_se = adherence(pred_shuffled, targets[ctrl])
     train_share = np.bincount(train.radicals, minlength=215) / len(train.radicals)
     per_prompt = {p: float((pred_grid[i * s.seeds:(i + 1) * s.seeds] == e.prompt_radicals[p]).mean())
                   for i, p in enumerate(s.prompts)}
@@ -183,6 +189,10 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     subset = max(2, min(len(heldout), len(test.radicals)) // 2)
     kid_gen, kid_gen_std = kid(feat_heldout, feat_test, subset, seed=params.base.seed)
     kid_real, kid_real_std = kid(feat_real, feat_test, subset, seed=params.base.seed)
+    # Stroke texture (wobble, specks, soft edges) against the real test glyphs; floor: real train glyphs.
+    test_codes = stroke_codes(test.images)
+    fid_stroke, fid_stroke_se = fidelity(test_codes, stroke_codes(heldout), seed=params.base.seed)
+    fid_stroke_real, _ = fidelity(test_codes, stroke_codes(train.images[real_pick]), boot=2, seed=params.base.seed)
 
     # Novelty: nearest training glyph, copy threshold from near-copies of real training glyphs.
     gen = torch.Generator().manual_seed(params.base.seed)
@@ -204,6 +214,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
         "text_probe_accuracy": probe,
         "classifier_test_accuracy": classifier_report["test_accuracy"],
         "kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
+        "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se, "stroke_fidelity_real_floor": fid_stroke_real,
         "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test),
         "novelty": novelty, "copy_threshold": threshold,
         "copy_calibration_recall": float((copy_i == probe_idx.numpy()).mean()),
@@ -220,23 +231,26 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     metrics["adherence_grid_per_prompt"] = per_prompt
 
     # Outputs: metrics, every sample with its verdict (the umap stage projects them), two figures.
-    kinds = ["heldout"] * len(heldout) + ["empty"] * n + ["shuffled"] * n + ["grid"] * len(grid)
+    kinds = ["heldout"] * len(heldout) + ["empty"] * c + ["shuffled"] * c + ["grid"] * len(grid)
     images = torch.cat([heldout, empty, shuffled, grid])
     heldout_defs = [test.definitions[i] for i in pick]
-    prompts = ([heldout_defs[i] for i in rep] + [""] * n + [heldout_defs[i] for i in shuffle]
+    prompts = ([heldout_defs[i] for i in rep] + [""] * c + [heldout_defs[i] for i in shuffle]
                + list(np.repeat(s.prompts, s.seeds)))
-    all_targets = np.concatenate([targets[rep], targets, targets, grid_targets])
+    all_targets = np.concatenate([targets[rep], targets[ctrl], targets[ctrl], grid_targets])
     all_pred = np.concatenate([pred_heldout, pred_empty, pred_shuffled, pred_grid])
     nearest_d = np.full(len(images), np.nan)
     nearest_cp = np.full(len(images), -1)
     cond_rows = np.r_[np.arange(len(heldout)), np.arange(len(images) - len(grid), len(images))]
     nearest_d[cond_rows], nearest_cp[cond_rows] = gen_d, train.codepoints[gen_i]
+    cps = test.codepoints[pick]
     table = pa.table({
         "kind": kinds, "prompt": prompts,
-        "target_codepoint": np.concatenate([test.codepoints[pick][rep], test.codepoints[pick], test.codepoints[pick],
+        "target_codepoint": np.concatenate([cps[rep], cps[ctrl], cps[ctrl], np.full(len(grid), -1)]).astype(np.int32),
+        "prompt_codepoint": np.concatenate([cps[rep], np.full(c, -1), cps[shuffle],
                                             np.full(len(grid), -1)]).astype(np.int32),
-        "prompt_codepoint": np.concatenate([test.codepoints[pick][rep], np.full(n, -1), test.codepoints[pick][shuffle],
-                                            np.full(len(grid), -1)]).astype(np.int32),
+        # the sampler seed: held-out samples pair up across models by (target_codepoint, seed)
+        "seed": np.concatenate([np.arange(n * k), np.arange(10_000, 10_000 + c), np.arange(20_000, 20_000 + c),
+                                np.tile(np.arange(s.seeds), len(s.prompts))]).astype(np.int64),
         "target_radical": all_targets.astype(np.int16), "predicted_radical": all_pred.astype(np.int16),
         "nearest_distance": nearest_d, "nearest_codepoint": nearest_cp.astype(np.int32),
         "png": [to_png(im) for im in tensor_to_images(images)],

@@ -208,6 +208,8 @@ and is only clipped, while DPM-Solver++ thresholds it dynamically.</p>
     attn = [i for i, b in enumerate(unet["down_block_types"]) if "CrossAttn" in b]
     grids = [res // patch // 2 ** i for i in range(levels)]
     attn_text = ", ".join(f"{grids[i]}×{grids[i]} ({unet['block_out_channels'][i]} channels)" for i in attn)
+    film = ("; in this run that embedding also scales and shifts each block's normalised features (FiLM), not only "
+            "adds to them" if unet.get("resnet_time_scale_shift") == "scale_shift" else "")
     out.append(f"""
 <p>The prompt is a definition in English. The text encoder ({info['encoder']}, {info['dim']}-d,
 at most {info['max_length']} tokens) turns it into one vector per token; the embed stage did this once for every
@@ -217,7 +219,7 @@ cosine similarity of the mean token vector:</p>
 <p>The vectors enter the UNet in two places. <b>Cross-attention</b>: at the {attn_text} level{'s' * (len(attn) > 1)}
 and in the middle block, every image position attends to the tokens (queries from the image, keys and values from the
 text). <b>Pooled text</b>{'' if info.get('pooled_text') else ' (off in this run)'}: the mean of the token vectors is
-added to the timestep embedding, so every ResNet block hears the prompt. In {_pct(r['cfg_dropout'])} of training
+added to the timestep embedding, so every ResNet block hears the prompt{film}. In {_pct(r['cfg_dropout'])} of training
 examples the prompt is replaced by the empty one, so the same network also learns the unconditional density (needed
 for guidance, section 9).</p>
 <p>Conditioning selects a slice of the data density, p(x | y). On the map, the samples of each grid prompt land
@@ -284,6 +286,9 @@ model; w &gt; 1 pushes samples towards what distinguishes the prompt. {gtext}</p
         ["novelty", _pct(ev["novelty"], 1), "samples farther from every training glyph than a near-copy would be"],
         ["sharpness", f"{ev['sharpness']:.3f} vs real {ev['sharpness_real']:.3f} ({_pct(ev['sharpness_ratio'])})",
          "share of pixels within 0.1 of paper or ink"],
+        ["stroke fidelity", f"{ev.get('stroke_fidelity', float('nan')):.4f} bits (real floor "
+         f"{ev.get('stroke_fidelity_real_floor', float('nan')):.4f})", "how far the samples' local stroke texture "
+         "(3×3 ink patterns and grey edges) is from real glyphs': wobble, specks and blur raise it; 0 = real"],
     ]
     out.append(f"""
 <p>The evaluate stage judges the model with a separate radical classifier (trained on real glyphs at {cl['resolution']}

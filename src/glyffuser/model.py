@@ -21,9 +21,15 @@ from diffusers import UNet2DConditionModel
 
 def build_unet(resolution: int, text_dim: int, block_channels: list[int], layers_per_block: int,
                attention_levels: list[bool], attention_head_dim: int, pooled_text: bool,
-               patch_size: int = 1) -> UNet2DConditionModel:
+               patch_size: int = 1, film: bool = False,
+               cross_attention_only: list[bool] | None = None) -> UNet2DConditionModel:
     """UNet with cross-attention at the down levels flagged in `attention_levels` (mirrored on the way up),
-    running at resolution / patch_size on patch_size² channels."""
+    running at resolution / patch_size on patch_size² channels.
+
+    film: the timestep (+ pooled text) embedding scales and shifts each ResNet's normalised features
+    (FiLM, diffusers' resnet_time_scale_shift="scale_shift") instead of only being added to them.
+    cross_attention_only: per level, attention blocks without self-attention (both attention layers
+    attend to the text); self-attention over a 16×16 grid costs 256² per head, the text ≤ 64 tokens."""
     down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention_levels]
     up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention_levels)]
     return UNet2DConditionModel(
@@ -38,6 +44,8 @@ def build_unet(resolution: int, text_dim: int, block_channels: list[int], layers
         cross_attention_dim=text_dim,
         attention_head_dim=attention_head_dim,
         norm_num_groups=min(32, block_channels[0]),
+        resnet_time_scale_shift="scale_shift" if film else "default",
+        only_cross_attention=tuple(cross_attention_only) if cross_attention_only else False,
         # "projection" adds Linear(pooled text) to the timestep embedding: the sentence-level signal.
         class_embed_type="projection" if pooled_text else None,
         projection_class_embeddings_input_dim=text_dim if pooled_text else None,

@@ -96,11 +96,18 @@ class TrainParams(_Group):
     attention_levels: list[bool]
     attention_head_dim: Annotated[int, Field(ge=1)]
     pooled_text: bool
+    film: bool = False
+    cross_attention_only: list[bool] | None = None
     schedule: Literal["linear", "cosine"]
     prediction: Literal["epsilon", "v_prediction"]
     zero_terminal_snr: bool
     min_snr_gamma: Annotated[float, Field(ge=0)]
+    loss_weighting: Literal["min_snr", "min_snr_plus_one"] = "min_snr"
+    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    logit_normal_mean: Annotated[float, Field(ge=-5, le=5)] = 0.0
+    logit_normal_std: Annotated[float, Field(gt=0, le=5)] = 1.0
     cfg_dropout: Annotated[float, Field(ge=0, lt=1)]
+    caption_augmentation: Annotated[float, Field(ge=0, le=1)] = 0.0
     epochs: Annotated[float, Field(gt=0)]
     batch_size: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0, lt=1)]
@@ -125,6 +132,8 @@ class TrainParams(_Group):
     def _consistent(self) -> TrainParams:
         if len(self.attention_levels) != len(self.block_channels):
             raise ValueError("attention_levels needs one true/false per entry of block_channels")
+        if self.cross_attention_only is not None and len(self.cross_attention_only) != len(self.block_channels):
+            raise ValueError("cross_attention_only needs one true/false per entry of block_channels")
         if self.resolution % self.patch_size:
             raise ValueError(f"resolution {self.resolution} must be divisible by patch_size {self.patch_size}")
         if (self.resolution // self.patch_size) % 2 ** (len(self.block_channels) - 1):
@@ -168,8 +177,9 @@ class ClassifierParams(_Group):
 
 
 class EvaluateParams(_Group):
-    heldout_characters: Annotated[int, Field(ge=2)]
+    heldout_characters: Literal["all"] | Annotated[int, Field(ge=2)]
     samples_per_character: Annotated[int, Field(ge=1)]
+    control_characters: Annotated[int, Field(ge=2)] = 300
     prompt_radicals: dict[str, Annotated[int, Field(ge=1, le=214)]]
     copy_calibration: Annotated[int, Field(ge=10)]
     copy_quantile: Annotated[float, Field(gt=0, lt=1)]

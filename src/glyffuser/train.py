@@ -26,9 +26,9 @@ from diffusers.training_utils import EMAModel
 from glyffuser import __version__
 from glyffuser.atomic import atomic_outputs, check_output, check_outputs
 from glyffuser.checkpoint import clear_checkpoints, latest_checkpoint, load_checkpoint, pause_point, save_checkpoint
-from glyffuser.data import GlyphSet, batch_text, load_training_data
+from glyffuser.data import GlyphSet, batch_text, load_training_data, sense_subsets
 from glyffuser.deps import command_files
-from glyffuser.diffusion import diffusion_loss, training_scheduler
+from glyffuser.diffusion import diffusion_loss, sample_timesteps, training_scheduler
 from glyffuser.errors import GlyffuserError
 from glyffuser.images import labelled_grid, tensor_to_images
 from glyffuser.model import build_unet, count_parameters, denoise
@@ -87,7 +87,8 @@ def _with_dropped_prompts(text: torch.Tensor, mask: torch.Tensor, empty: torch.T
 
 
 @torch.no_grad()
-def validation_loss(unet, noise_sched, val: GlyphSet, n: int, min_snr_gamma: float, device, batch: int = 128) -> float | None:
+def validation_loss(unet, noise_sched, val: GlyphSet, n: int, min_snr_gamma: float, device, batch: int = 128,
+                    weighting: str = "min_snr") -> float | None:
     """Loss on the first n validation glyphs with fixed noise and timesteps: comparable across steps and runs."""
     n = min(n, len(val))
     if n == 0:
@@ -100,7 +101,7 @@ def validation_loss(unet, noise_sched, val: GlyphSet, n: int, min_snr_gamma: flo
         noise = torch.randn(x0.shape, generator=g).to(device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (x0.shape[0],), generator=g).to(device)
         pred = denoise(unet, noise_sched.add_noise(x0, noise, t), t, text.to(device, torch.float32), mask.to(device))
-        total += diffusion_loss(pred, x0, noise, t, noise_sched, min_snr_gamma).item() * x0.shape[0]
+        total += diffusion_loss(pred, x0, noise, t, noise_sched, min_snr_gamma, weighting).item() * x0.shape[0]
     return total / n
 
 
@@ -161,7 +162,7 @@ class TrainStep:
         p = self.p
         with self.accelerator.autocast():
             pred = denoise(self.unet, self.noise_sched.add_noise(x0, noise, t), t, text.float(), mask)
-        loss = diffusion_loss(pred, x0, noise, t, self.noise_sched, p.min_snr_gamma)
+        loss = diffusion_loss(pred, x0, noise, t, self.noise_sched, p.min_snr_gamma, p.loss_weighting)
         self.accelerator.backward(loss)
         params = self.unet.parameters()
         if p.grad_clip > 0:
@@ -186,7 +187,8 @@ def build_training(p, seed: int, text_dim: int, accelerator: Accelerator, total_
     (`compile_backend` lets benchmarks/gpu.py --smoke check the compiled path without inductor's wait.)"""
     torch.manual_seed(seed)
     unet = build_unet(p.resolution, text_dim, p.block_channels, p.layers_per_block, p.attention_levels,
-                      p.attention_head_dim, p.pooled_text, p.patch_size)
+                      p.attention_head_dim, p.pooled_text, p.patch_size, film=p.film,
+                      cross_attention_only=p.cross_attention_only)
     noise_sched = training_scheduler(p.schedule, p.prediction, p.zero_terminal_snr, snr_scale=p.snr_scale())
     speed = Speedups.of(p, accelerator.device)
     if speed.channels_last:
@@ -256,6 +258,10 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     accelerator.wait_for_everyone()
 
     images, texts, masks = train.images.to(device), train.text.to(device), train.mask.to(device)
+    senses = train.sense
+    if p.caption_augmentation > 0 and senses is None:
+        raise GlyffuserError(f"train.caption_augmentation needs the token senses in {paths.embeddings}, which "
+                             "an older embed stage did not store: re-run it (dvc repro embed)")
     empty = data.empty_text.to(device)
     info = {**{k: meta[k] for k in ("encoder", "encoder_sha256", "encoder_revision", "model_type", "dim", "max_length")},
             "resolution": p.resolution, "patch_size": p.patch_size, "schedule": p.schedule,
@@ -281,7 +287,8 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         """Validation loss (raw weights) and, logged to MLflow, a grid sampled with the EMA weights:
         per row the real held-out glyph, then 4 samples from its definition."""
         raw_unet.eval()
-        out = {"val_loss": validation_loss(raw_unet, noise_sched, data.validation, p.val_images, p.min_snr_gamma, device)}
+        out = {"val_loss": validation_loss(raw_unet, noise_sched, data.validation, p.val_images, p.min_snr_gamma, device,
+                                                 weighting=p.loss_weighting)}
         if run is not None:
             seeds = [0, 1, 2, 3]
             rows = shown.repeat_interleave(len(seeds))
@@ -314,11 +321,14 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
             idx = perm[torch.arange(start, start + p.batch_size, device=device) % len(train)]
             g = _step_generator(params.base.seed, rank, step)
             noise = torch.randn((p.batch_size, 1, p.resolution, p.resolution), generator=g).to(device)
-            t = torch.randint(0, noise_sched.config.num_train_timesteps, (p.batch_size,), generator=g).to(device)
+            t = sample_timesteps(p.batch_size, noise_sched.config.num_train_timesteps, p.timestep_sampling, g,
+                                 p.logit_normal_mean, p.logit_normal_std).to(device)
             drop = (torch.rand(p.batch_size, generator=g) < p.cfg_dropout).to(device)
 
             x0 = images[idx]
             text, mask = (texts[idx], masks[idx]) if speed.compile else batch_text(texts[idx], masks[idx])
+            if p.caption_augmentation > 0:  # after trimming: batch_text expects the mask to be a prefix
+                mask = sense_subsets(mask, senses[idx.cpu()][:, : mask.shape[1]], p.caption_augmentation, g)
             if speed.channels_last:
                 x0, noise = x0.contiguous(memory_format=torch.channels_last), noise.contiguous(memory_format=torch.channels_last)
             text, mask = _with_dropped_prompts(text, mask, empty, drop)

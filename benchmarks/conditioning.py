@@ -1,0 +1,223 @@
+"""Conditioning levers (issue 20): what each costs per training step, and what it buys, paired.
+
+    python benchmarks/conditioning.py --only speed     # the train stage's step for each lever, ~5 min on 2 cores
+    python benchmarks/conditioning.py --only compare   # paired comparison of evaluated runs, seconds
+    python benchmarks/conditioning.py --only fidelity  # is the stroke-fidelity measure valid? ~2 min
+    python benchmarks/conditioning.py --only image --runs baseline,default  # docs/conditioning_side_by_side.png
+
+Parts (each writes benchmarks/results/conditioning_<part>-<device>.json with device, date and command):
+- speed:   img/s of glyffuser.train.TrainStep (the train stage's own step, built by build_training) on the
+           stored embeddings for each lever's train.* overrides, interleaved over rounds.
+- fidelity: the validity check of the stroke-fidelity measure (glyffuser.fidelity) on 3 seeds: real glyphs
+           of another split < each light degradation of them < the held-out samples of each saved run.
+- compare: per-sample results of evaluated runs (data/evaluate/samples.parquet of each, saved under
+           benchmarks/results/runs/<name>/ by `--save NAME`), paired on the same held-out definitions and
+           seeds: the difference of adherence with its standard error and a bootstrap 95 % interval, and the
+           grid / seed-sweep / KID / fidelity numbers of each run beside it.
+
+    python benchmarks/conditioning.py --save baseline  # copy data/evaluate's metrics + per-sample table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, write_result  # noqa: E402
+
+from glyffuser.params import load_params  # noqa: E402
+
+DATA = ROOT / "data"
+RUNS = RESULTS / "runs"
+
+# train.* overrides of each lever, against params.yaml's train group.
+LEVERS: dict[str, dict] = {
+    "default": {},
+    "film": {"film": True},
+    "cross-attention at 16x16 (with self-attention)": {"attention_levels": [False, True, True]},
+    "cross-attention at 16x16, cross only": {"attention_levels": [False, True, True],
+                                             "cross_attention_only": [False, True, False]},
+    "film + cross-attention at 16x16, cross only": {"film": True, "attention_levels": [False, True, True],
+                                                   "cross_attention_only": [False, True, False]},
+    "batch 32": {"batch_size": 32},
+}
+
+
+def part_speed(rounds: int = 2) -> dict:
+    from cpu import real_text_batches
+    from gpu import train_ours
+
+    p = load_params().train
+    cpu = torch.device("cpu")
+    runs: dict[str, list[float]] = {name: [] for name in LEVERS}
+    for r in range(rounds):
+        for name, update in LEVERS.items():
+            q = p.model_copy(update=update)
+            texts = real_text_batches(q.batch_size, trim=True)
+            res = train_ours(q, cpu, q.batch_size, warmup=3, steps=12, texts=texts, compile_mode=None,
+                             channels_last=q.channels_last is True, fused=q.fused_optimizer is True, bf16=False)
+            runs[name].append(res["img_per_s"])
+            print(f"round {r + 1}: {name}: {res['img_per_s']} img/s", flush=True)
+    base = statistics.median(runs["default"])
+    return {"rounds": rounds, "batch": p.batch_size, "levers": {
+        name: {"train_overrides": LEVERS[name], "img_per_s": statistics.median(v), "runs": v,
+               "relative_to_default": round(statistics.median(v) / base, 3)} for name, v in runs.items()}}
+
+
+def save_run(name: str) -> Path:
+    """Keep data/evaluate's metrics and per-sample table under benchmarks/results/runs/<name>/."""
+    out = RUNS / name
+    out.mkdir(parents=True, exist_ok=True)
+    for f in ("metrics.json", "samples.parquet"):
+        if (DATA / "evaluate" / f).is_file():
+            shutil.copy2(DATA / "evaluate" / f, out / f)
+    shutil.copy2(DATA / "evaluate" / "grid.png", out / "evaluate_grid.png")  # the prompt grid with verdicts
+    train_metrics = DATA / "train" / "metrics.json"
+    if train_metrics.is_file():
+        shutil.copy2(train_metrics, out / "train_metrics.json")
+    shutil.copy2(ROOT / "params.yaml", out / "params.yaml")
+    print(f"saved {out}")
+    return out
+
+
+def paired(a, b, boot: int = 2000, seed: int = 0) -> dict:
+    """Paired difference b - a of two 0/1 vectors on the same items: mean, SE, bootstrap 95 % interval."""
+    d = (b.astype(float) - a.astype(float))
+    n = len(d)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (boot, n), generator=gen).numpy()
+    means = sorted(d[idx].mean(axis=1))
+    return {"n": n, "a": round(float(a.mean()), 4), "b": round(float(b.mean()), 4),
+            "difference": round(float(d.mean()), 4), "se": round(float(d.std(ddof=1) / n**0.5), 4),
+            "ci95": [round(float(means[int(0.025 * boot)]), 4), round(float(means[int(0.975 * boot) - 1]), 4)],
+            "only_a": int(((a == 1) & (b == 0)).sum()), "only_b": int(((a == 0) & (b == 1)).sum())}
+
+
+def part_compare(names: list[str]) -> dict:
+    import pandas as pd
+
+    base_name = names[0]
+    def heldout(n: str):
+        t = pd.read_parquet(RUNS / n / "samples.parquet", columns=["kind", "target_codepoint", "seed",
+                                                                    "target_radical", "predicted_radical"])
+        t = t[t.kind == "heldout"]
+        return t.assign(hit=(t.target_radical == t.predicted_radical).astype(int))
+
+    tables = {n: heldout(n) for n in names}
+    metrics = {n: json.loads((RUNS / n / "metrics.json").read_text()) for n in names}
+    keys = ["adherence_heldout", "adherence_heldout_se", "adherence_grid", "seed_sweep_hits", "kid", "sharpness_ratio",
+            "stroke_fidelity", "stroke_fidelity_se",
+            "control_shuffled", "novelty"]
+    out = {"baseline": base_name, "runs": {}}
+    for n in names:
+        row = {k: metrics[n].get(k) for k in keys}
+        row["grid_per_prompt"] = metrics[n].get("adherence_grid_per_prompt")
+        if n != base_name:
+            merged = tables[base_name].merge(tables[n], on=["codepoint", "seed"], suffixes=("_a", "_b"))
+            row["paired_heldout_vs_baseline"] = paired(merged["hit_a"].to_numpy(), merged["hit_b"].to_numpy())
+        out["runs"][n] = row
+        print(n, json.dumps(row), flush=True)
+    return out
+
+
+def _samples(path: Path, kind: str = "heldout") -> torch.Tensor:
+    import pyarrow.parquet as pq
+
+    from glyffuser.images import pngs_to_tensor
+
+    table = pq.read_table(path).to_pandas()
+    rows = table[table.kind == kind]
+    first = rows.png.iloc[0]
+    from io import BytesIO
+
+    from PIL import Image
+
+    side = Image.open(BytesIO(first)).size[0]
+    return pngs_to_tensor(list(rows.png), side)
+
+
+def part_fidelity(runs: list[str], seeds: int = 3) -> dict:
+    """Is the stroke-fidelity measure valid? Against the real test glyphs, per seed (another draw of 1,000
+    real train glyphs and of the degradations): real < each light degradation < the samples of each run."""
+    from glyffuser.classifier import load_glyph_splits
+    from glyffuser.fidelity import DEGRADATIONS, fidelity, stroke_codes, validate
+
+    params = load_params()
+    splits = load_glyph_splits(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet",
+                               params.train.resolution)
+    test, train = splits["test"].images, splits["train"].images
+    ref = stroke_codes(test)
+    samples = {}
+    for name in runs:
+        path = RUNS / name / "samples.parquet"
+        if path.is_file():
+            samples[name] = stroke_codes(_samples(path))
+    rows = []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        other = train[torch.randperm(len(train), generator=gen)[:1000]]
+        row = {"seed": seed, **validate(test, other, seed=seed)}
+        for name, codes in samples.items():
+            row[f"samples: {name}"] = fidelity(ref, codes, boot=2, seed=seed)[0]
+        row["ranked_as_expected"] = bool(row["real"] < min(row[k] for k in DEGRADATIONS) and all(
+            max(row[k] for k in DEGRADATIONS) < row[f"samples: {n}"] for n in samples))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"reference": f"{len(test)} real test glyphs at {params.train.resolution} px", "other_real": "1000 train glyphs",
+            "degradations": list(DEGRADATIONS), "rows": rows}
+
+
+def part_image(names: list[str], out: Path = ROOT / "docs" / "conditioning_side_by_side.png") -> dict:
+    """The baseline's and the new default's prompt grids (same prompts, seeds 0..7, the classifier's
+    verdicts as green/red frames) side by side, from the saved runs."""
+    from PIL import Image, ImageDraw
+
+    grids = [Image.open(RUNS / n / "evaluate_grid.png").convert("RGB") for n in names]
+    titles = []
+    for n in names:
+        m = json.loads((RUNS / n / "metrics.json").read_text())
+        titles.append(f"{n}: grid {m['adherence_grid']:.0%}, held-out {m['adherence_heldout']:.1%}")
+    head, gap = 22, 16
+    w = sum(g.width for g in grids) + gap * (len(grids) - 1)
+    h = max(g.height for g in grids) + head
+    canvas = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for g, title in zip(grids, titles):
+        canvas.paste(g, (x, head))
+        draw.text((x + 4, 5), title, fill=(0, 0, 0))
+        x += g.width + gap
+    canvas.save(out, optimize=True)
+    print(f"wrote {out}")
+    return {"image": str(out.relative_to(ROOT)), "runs": names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="speed and/or compare")
+    parser.add_argument("--save", default="", help="save data/evaluate's results as this run name")
+    parser.add_argument("--runs", default="", help="comma-separated saved run names for compare; the first is the baseline")
+    args = parser.parse_args()
+    if args.save:
+        save_run(args.save)
+    parts = [x for x in args.only.split(",") if x]
+    if "speed" in parts:
+        write_result("conditioning_speed", part_speed())
+    names = [x for x in args.runs.split(",") if x] or sorted(p.name for p in RUNS.iterdir() if p.is_dir())
+    if "fidelity" in parts:
+        write_result("conditioning_fidelity", part_fidelity(names))
+    if "compare" in parts:
+        write_result("conditioning_compare", part_compare(names))
+    if "image" in parts:
+        part_image([names[0], names[-1]])
+
+
+if __name__ == "__main__":
+    main()

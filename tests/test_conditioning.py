@@ -1,0 +1,119 @@
+"""The conditioning levers of issue 20 and the stroke-fidelity measure, on real glyphs."""
+
+import pytest
+import torch
+
+from glyffuser.classifier import load_glyph_splits
+from glyffuser.diffusion import loss_weight, sample_timesteps, snr, training_scheduler
+from glyffuser.fidelity import DEGRADATIONS, degrade, fidelity, stroke_codes
+from glyffuser.model import build_unet
+
+
+def test_min_snr_plus_one_keeps_the_noisy_end_and_matches_min_snr_at_the_clean_end():
+    sched = training_scheduler("linear", "v_prediction", False, snr_scale=0.25)
+    t = torch.arange(1000)
+    s = snr(sched, t)
+    plain = loss_weight(sched, t, 5.0, "min_snr")
+    plus = loss_weight(sched, t, 5.0, "min_snr_plus_one")
+    noisy, clean = s < 0.05, s > 5
+    assert noisy.sum() > 300 and clean.sum() > 20  # both ends exist on the 64 px schedule
+    assert plain[noisy].max() < 0.05  # min-SNR leaves almost nothing where the radical is decided
+    assert torch.allclose(plus[s + 1 < 5], torch.ones(int((s + 1 < 5).sum())))  # plain v-loss there
+    assert torch.allclose(plus[clean], plain[clean])  # γ/(SNR+1) at the clean end, as min-SNR
+    assert loss_weight(sched, t, 0.0, "min_snr_plus_one") is None  # γ = 0: plain MSE
+    eps = training_scheduler("linear", "epsilon", False)
+    # the same x0-space weight on the eps-loss: min(SNR+1, γ)/SNR
+    w = loss_weight(eps, t, 5.0, "min_snr_plus_one")
+    se = snr(eps, t)
+    assert torch.allclose(w, (se + 1).clamp(max=5) / se.clamp(min=1e-8))
+
+
+def test_timestep_sampling():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    # uniform draws exactly what the train loop drew before the option existed
+    assert torch.equal(sample_timesteps(64, 1000, "uniform", g1), torch.randint(0, 1000, (64,), generator=g2))
+    t = sample_timesteps(20_000, 1000, "logit_normal", torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= 999
+    middle = ((t >= 250) & (t < 750)).float().mean()
+    assert 0.7 < middle < 0.8  # P(|N(0,1)| < logit(0.75) = 1.10) = 0.73; uniform: 0.5
+    shifted = sample_timesteps(20_000, 1000, "logit_normal", torch.Generator().manual_seed(0), mean=1.0)
+    assert shifted.float().mean() > t.float().mean() + 100
+
+
+def test_film_and_cross_only_attention_reach_the_unet_config():
+    unet = build_unet(32, 24, [16, 32], 1, [True, True], 8, True, 1, film=True, cross_attention_only=[True, False])
+    assert unet.config.resnet_time_scale_shift == "scale_shift"
+    assert list(unet.config.only_cross_attention) == [True, False]
+    block = unet.down_blocks[0].attentions[0].transformer_blocks[0]
+    assert block.only_cross_attention and block.attn1.is_cross_attention
+    plain = build_unet(32, 24, [16, 32], 1, [True, True], 8, True, 1)
+    assert plain.config.resnet_time_scale_shift == "default" and plain.config.only_cross_attention is False
+
+
+@pytest.fixture(scope="module")
+def real_glyphs(rendered):
+    out, _ = rendered
+    splits = load_glyph_splits(out.definitions, out.glyphs, 32)
+    images = torch.cat([splits[s].images for s in ("train", "validation", "test")])
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    return images[perm[: len(images) // 2]], images[perm[len(images) // 2:]]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stroke_fidelity_ranks_real_above_each_light_degradation(real_glyphs, seed):
+    reference, other = real_glyphs
+    ref = stroke_codes(reference)
+    real, real_se = fidelity(ref, stroke_codes(other), boot=20, seed=seed)
+    assert 0 < real < 0.01 and real_se > 0
+    gen = torch.Generator().manual_seed(seed)
+    for kind in DEGRADATIONS:
+        degraded = degrade(other, kind, gen)
+        assert degraded.shape == other.shape and degraded.min() >= -1 and degraded.max() <= 1
+        value, _ = fidelity(ref, stroke_codes(degraded), boot=2, seed=seed)
+        assert value > real, (kind, value, real, real_se)
+
+
+def test_stroke_codes_count_every_pixel_but_blank_paper():
+    x = torch.ones(2, 1, 8, 8)
+    x[1, 0, 3:5, 3:5] = -1  # a 2×2 ink square
+    codes = stroke_codes(x)
+    assert codes[0].sum() == 0  # blank page: nothing to compare
+    assert codes[1].sum() == 16  # the 4×4 pixels whose 3×3 neighbourhood touches the square
+    assert codes[1, 511] == 0 and codes[1].max() == 1  # no pixel sees all ink; 16 different neighbourhoods
+
+
+def test_embed_stores_each_tokens_sense(embeddings_path, rendered):
+    from glyffuser.embed import load_embeddings
+
+    emb = load_embeddings(embeddings_path)
+    assert emb.sense is not None and emb.sense.shape == emb.mask.shape
+    assert (emb.sense[~emb.mask] == -1).all()  # padding
+    firsts = emb.sense[:, 0]
+    assert (firsts == -1).all()  # [CLS]
+    out, _ = rendered
+    import pyarrow.parquet as pq
+
+    defs = pq.read_table(out.definitions).column("definition").to_pylist()
+    for row, text in enumerate(defs):
+        n = int(emb.mask[row].sum())
+        real = emb.sense[row, 1 : n - 1]  # between [CLS] and [SEP]
+        assert int(real.max()) == text.count(";") or n >= 64  # one sense per ';'-separated part (unless truncated)
+        assert (real[1:] >= real[:-1]).all()  # in order
+
+
+def test_sense_subsets_mask_whole_senses_and_keep_one():
+    from glyffuser.data import sense_subsets
+
+    # two rows: "[CLS] a b ; c ; d [SEP]" (senses 0,0,0,1,1,2) and a one-sense row
+    sense = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, -1], [-1, 0, 0, -1, -1, -1, -1, -1]], dtype=torch.int8)
+    mask = torch.tensor([[True] * 8, [True] * 4 + [False] * 4])
+    seen = set()
+    for seed in range(200):
+        m = sense_subsets(mask, sense, 1.0, torch.Generator().manual_seed(seed))
+        assert m[0, 0] and m[0, 7]  # special tokens stay
+        assert m[0, 1] == m[0, 2] == m[0, 3] and m[0, 4] == m[0, 5]  # a sense is kept or dropped whole
+        assert m[0, 1:7].any()  # at least one sense
+        assert torch.equal(m[1], mask[1])  # a one-sense definition is never cut
+        seen.add(tuple(m[0, [1, 4, 6]].tolist()))
+    assert len(seen) == 7  # every non-empty subset of the three senses occurs
+    assert torch.equal(sense_subsets(mask, sense, 0.0, torch.Generator().manual_seed(0)), mask)
