@@ -120,7 +120,7 @@ def part_compare(names: list[str]) -> dict:
         row = {k: metrics[n].get(k) for k in keys}
         row["grid_per_prompt"] = metrics[n].get("adherence_grid_per_prompt")
         if n != base_name:
-            merged = tables[base_name].merge(tables[n], on=["codepoint", "seed"], suffixes=("_a", "_b"))
+            merged = tables[base_name].merge(tables[n], on=["target_codepoint", "seed"], suffixes=("_a", "_b"))
             row["paired_heldout_vs_baseline"] = paired(merged["hit_a"].to_numpy(), merged["hit_b"].to_numpy())
         out["runs"][n] = row
         print(n, json.dumps(row), flush=True)
