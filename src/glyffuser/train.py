@@ -237,7 +237,10 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     run_id = fingerprint(params, paths)
     steps_per_epoch = math.ceil(len(train) / (p.batch_size * world))
     total_steps = max(1, math.ceil(p.epochs * steps_per_epoch))
-    trainer = build_training(p, params.base.seed, int(meta["dim"]), accelerator, total_steps)
+    # train.seed re-draws the weights' initialisation, batch order and noise only: the judge (classifier stage)
+    # and the sample seeds keep base.seed, so two training seeds stay paired in evaluation.
+    seed = params.base.seed if p.seed is None else p.seed
+    trainer = build_training(p, seed, int(meta["dim"]), accelerator, total_steps)
     raw_unet, ema, noise_sched, speed = trainer.raw_unet, trainer.ema, trainer.noise_sched, trainer.speed
 
     start_step, log_rows = 0, []
@@ -316,10 +319,10 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
         for step in range(start_step, total_steps):
             epoch, k = divmod(step, steps_per_epoch)
             if epoch != perm_epoch:
-                perm_epoch, perm = epoch, _epoch_permutation(params.base.seed, epoch, len(train)).to(device)
+                perm_epoch, perm = epoch, _epoch_permutation(seed, epoch, len(train)).to(device)
             start = (k * world + rank) * p.batch_size
             idx = perm[torch.arange(start, start + p.batch_size, device=device) % len(train)]
-            g = _step_generator(params.base.seed, rank, step)
+            g = _step_generator(seed, rank, step)
             noise = torch.randn((p.batch_size, 1, p.resolution, p.resolution), generator=g).to(device)
             t = sample_timesteps(p.batch_size, noise_sched.config.num_train_timesteps, p.timestep_sampling, g,
                                  p.logit_normal_mean, p.logit_normal_std).to(device)
