@@ -144,6 +144,11 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     # the page quotes this run's numbers
     metrics = json.loads(eval_paths.metrics.read_text())
     assert f"{100 * metrics['adherence_grid']:.1f} %" in page and f"{metrics['kid']:.3f}" in page
+    # ... and describes this run's loss: the weighting of the params it was given
+    assert ("the same weight at every t" in page) == (p.train.min_snr_gamma == 0)
+    other = with_overrides(p, {"train.min_snr_gamma": 5.0, "train.loss_weighting": "min_snr_plus_one"})
+    build_guide(other, paths)
+    assert "weighted by min(SNR + 1, 5)" in paths.out.read_text(encoding="utf-8")
     # a missing input: one line, and no page
     code = main(["guide", "--figures", str(tmp_path / "none"), "--umap", str(root / "umap"), "--evaluate",
                  str(eval_paths.out), "--model", str(model), "--out", str(tmp_path / "g2" / "index.html"), "--no-mlflow"])

@@ -174,9 +174,18 @@ island; at high noise they all point to the centre. Their mean length over the w
     what = ("v = √ᾱ ε − √(1 − ᾱ) x_0, a mix of noise and image that stays well scaled at every t"
             if name == "v" else "the noise ε that was added")
     rows = [[str(e["t"]), f"{e['mse']:.3f}", f"{e['target_variance']:.3f}"] for e in pe]
+    g = r.get("min_snr_gamma", 0)
+    weighting = {"plain": ", the same weight at every t, so the noisiest steps, where the layout and the radical are "
+                          "decided, count as much as the last touches",
+                 "min_snr": f", weighted by min(SNR, {g:g}) / (SNR + 1): little weight at the noisy end",
+                 "min_snr_plus_one": f", weighted by min(SNR + 1, {g:g}) / (SNR + 1): full weight at the noisy end, "
+                                     "less at the clean end"}.get(r.get("loss_weighting", "plain"), "")
+    augmented = (f" For {_pct(r['caption_augmentation'])} of the definitions with several “;”-separated senses, a "
+                 "random subset of the senses is kept, so that short prompts are trained too."
+                 if r.get("caption_augmentation") else "")
     out.append(f"""
 <p>Training is a regression. Take a glyph, pick t at random, add noise, and ask the network for {what}. From its
-answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error; after {tr['steps']:,} steps
+answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error{weighting}.{augmented} After {tr['steps']:,} steps
 ({tr['epochs']:g} epochs, {tr['wall_time_min']:.1f} min at {tr['img_per_s']:.0f} images/s) it is {tr['train_loss']:.4f}
 on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
 {figure(F / 'prediction.png', f"What the network predicts for {fig['pixel_glyph']} at several t, with its "
@@ -313,7 +322,9 @@ image-rendering:pixelated;border:1px solid #ccc;margin-right:3px}"""
 
 def build_guide(params: Params, paths: GuidePaths) -> dict:
     """Write the page; returns its sections and images (the test and the stage summary use them)."""
-    reports = {"cfg_dropout": params.train.cfg_dropout, "gif_glyphs": 2 * len(params.figures.animation_prompts),
+    t = params.train
+    reports = {"cfg_dropout": t.cfg_dropout, "loss_weighting": t.loss_weighting if t.min_snr_gamma > 0 else "plain",
+               "min_snr_gamma": t.min_snr_gamma, "caption_augmentation": t.caption_augmentation, "gif_glyphs": 2 * len(params.figures.animation_prompts),
                "figures": _json(paths.figures / "report.json"), "umap": _json(paths.umap / "report.json"),
                "evaluate": _json(paths.evaluate / "metrics.json"), "train": _json(paths.train_metrics),
                "render": _json(paths.render_report), "classifier": _json(paths.classifier_report),
