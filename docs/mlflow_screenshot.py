@@ -1,4 +1,4 @@
-"""Screenshot the MLflow UI as a person sees it: the glyffuser experiment's runs and the newest training run.
+"""Screenshot the MLflow UI as a person sees it: the glyffuser experiment's runs and data/model's training run.
 
     python docs/mlflow_screenshot.py                 # writes docs/mlflow_runs.png and docs/mlflow_run.png
     python docs/mlflow_screenshot.py --store sqlite:///path/mlflow.db --out /tmp/shots
@@ -10,6 +10,7 @@ opens the pages in headless Chromium (Debian: `apt-get install chromium`) and st
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import socket
 import subprocess
@@ -69,8 +70,13 @@ def main() -> None:
     store = args.store or tracking_uri()
     client = mlflow.MlflowClient(store)
     exp = client.get_experiment_by_name(EXPERIMENT)
+    # The run that trained data/model (the evaluate, umap and figures stages log into it too), else the newest.
+    info = DOCS.parent / "data" / "model" / "glyffuser.json"
+    run_id = json.loads(info.read_text()).get("mlflow_run_id") if info.is_file() else None
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'train'", order_by=["start_time DESC"],
                               max_results=1) if exp else []
+    if run_id and exp:
+        runs = [client.get_run(run_id)]
     if not runs:
         sys.exit(f"no training run in {store}: run dvc repro first")
     run = runs[0]
