@@ -86,7 +86,9 @@ def test_overfits_a_handful_of_glyphs(params, sources_dir, tmp_path):
     paths = train_paths(tmp_path, (rendered, report), tmp_path / "emb.parquet")
     result = run_train(p, paths, track=False)
     assert result["val_loss"] is None  # no validation split here
-    assert result["train_loss"] < 0.03, result
+    # plain v-loss, the default since issue 20: 0.039 measured (it weights the noisiest steps fully, where even a
+    # memorised glyph leaves an error); the min-SNR-weighted loss of before ended below 0.03
+    assert result["train_loss"] < 0.06, result
 
     defs, _ = read_table(rendered.definitions)
     glyphs, _ = read_table(rendered.glyphs)
