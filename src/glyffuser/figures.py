@@ -252,7 +252,9 @@ def denoise_gif(path: Path, pipe: GlyffuserPipeline, prompts: list[str], steps: 
 
     start = _noise(seeds, pipe.resolution)
     frames.append(frame(start.clamp(-1, 1)))
-    pipe.sample(text, mask, empty, seeds, steps, guidance, "ddim", callback=lambda i, t, x: frames.append(frame(x)))
+    # The pipeline's own sampler: at high guidance DDIM's clipped x̂_0 overshoots into speckled glyphs (steps.png).
+    pipe.sample(text, mask, empty, seeds, steps, guidance, "dpmsolver++",
+                callback=lambda i, t, x: frames.append(frame(x)))
     durations = [60] * (len(frames) - 1) + [2000]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)
     return len(frames)

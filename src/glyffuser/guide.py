@@ -195,14 +195,14 @@ on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
 
     out.append(f"""
 <p>Sampling runs the learned denoiser from pure noise: at each step the model guesses x̂_0, and the sampler moves x_t
-a little towards it, to a lower noise level. The animation shows {r['gif_glyphs']} glyphs over {fig['gif_frames'] - 1} DDIM
-steps.</p>
+a little towards it, to a lower noise level. The animation shows {r['gif_glyphs']} glyphs over {fig['gif_frames'] - 1} steps
+of DPM-Solver++, the pipeline's sampler.</p>
 {figure(F / 'denoise.gif', f"Sampling {r['gif_glyphs']} glyphs (two seeds for each of {r['gif_glyphs'] // 2} prompts), one "
         "frame per step.", 560)}
 <p>How many steps are needed depends on the solver. DDIM takes first-order steps along the probability-flow ODE;
 DPM-Solver++ (the pipeline's sampler) uses the last two model outputs for a second-order step, so 5–20 steps already
-give clean glyphs. With guidance {fig['guidance']:g}, 120 DDIM steps can degrade: each step's guided x̂_0 overshoots
-and is only clipped, while DPM-Solver++ thresholds it dynamically.</p>
+give clean glyphs. With guidance {fig['guidance']:g}, DDIM can degrade, the more so the more steps it takes: each
+step's guided x̂_0 overshoots and is only clipped, while DPM-Solver++ thresholds it dynamically.</p>
 {figure(F / 'steps.png', "The same two seeds with 1, 5, 20 and 120 steps of each sampler. One step gives the blurry "
         "average; the sampler matters more than the step count.", 760)}""")
 
