@@ -7,9 +7,9 @@
     python benchmarks/conditioning.py --only image --runs baseline,default  # docs/conditioning_side_by_side.png
 
 Parts (each writes benchmarks/results/conditioning_<part>-<device>.json with device, date and command):
-- speed:   img/s of glyffuser.train.TrainStep (the train stage's own step, built by build_training) on the
+- speed:   img/s of glyffuser.diffusion.training.TrainStep (the train stage's own step, built by build_training) on the
            stored embeddings for each lever's train.* overrides, interleaved over rounds.
-- fidelity: the validity check of the stroke-fidelity measure (glyffuser.fidelity) on 3 seeds: real glyphs
+- fidelity: the validity check of the stroke-fidelity measure (glyffuser.analysis.fidelity) on 3 seeds: real glyphs
            of another split < each light degradation of them < the held-out samples of each saved run.
 - compare: per-sample results of evaluated runs (data/evaluate/samples.parquet of each, saved under
            benchmarks/results/runs/<name>/ by `--save NAME`), paired on the same held-out definitions and
@@ -136,7 +136,7 @@ def part_compare(names: list[str]) -> dict:
 def _samples(path: Path, kind: str = "heldout") -> torch.Tensor:
     import pyarrow.parquet as pq
 
-    from glyffuser.images import pngs_to_tensor
+    from glyffuser.artifacts.images import pngs_to_tensor
 
     table = pq.read_table(path).to_pandas()
     rows = table[table.kind == kind]
@@ -152,8 +152,8 @@ def _samples(path: Path, kind: str = "heldout") -> torch.Tensor:
 def part_fidelity(runs: list[str], seeds: int = 3) -> dict:
     """Is the stroke-fidelity measure valid? Against the real test glyphs, per seed (another draw of 1,000
     real train glyphs and of the degradations): real < each light degradation < the samples of each run."""
-    from glyffuser.classifier import load_glyph_splits
-    from glyffuser.fidelity import DEGRADATIONS, fidelity, stroke_codes, validate
+    from glyffuser.analysis.fidelity import DEGRADATIONS, fidelity, stroke_codes, validate
+    from glyffuser.artifacts.glyph_tables import load_glyph_splits
 
     params = load_params()
     splits = load_glyph_splits(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet",
@@ -189,7 +189,7 @@ def part_topk(names: list[str], k: int = 3) -> dict:
 
     import pandas as pd
 
-    from glyffuser.classifier import load_classifier
+    from glyffuser.analysis.judge import load_classifier
 
     net, _ = load_classifier(DATA / "classifier")
     judge = hashlib.md5((DATA / "classifier" / "classifier.pt").read_bytes()).hexdigest()

@@ -49,8 +49,8 @@ DATA = ROOT / "data"
 def real_text_batches(batch: int, trim: bool):
     """Batches of the stored definition embeddings, trimmed to the longest prompt as the train loop does
     (`trim`), or padded to the longest stored one, as it does when compiling (fixed shapes)."""
-    from glyffuser.data import batch_text
-    from glyffuser.embed import load_embeddings
+    from glyffuser.artifacts.embeddings import load_embeddings
+    from glyffuser.diffusion.training import batch_text
 
     emb = load_embeddings(DATA / "embed" / "embeddings.parquet")
 
@@ -94,7 +94,7 @@ def part_train(params, rounds: int = 3) -> dict:
             speeds = [float(r["img_per_s"]) for r in csv.DictReader(f)][1:]  # the first window holds start-up
         stage = statistics.median(speeds)
         # The bare step with the options params.yaml gives the train stage on this CPU.
-        from glyffuser.train import Speedups
+        from glyffuser.diffusion.training import Speedups
 
         speed = Speedups.of(p, cpu)
         same = next(name for name, o in variants.items() if (o["channels_last"], o["fused"], o["compile_mode"] is not None,
@@ -128,7 +128,7 @@ def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool, compi
 def run_evaluate_on_data(params, out: Path, model: Path = DATA / "model", classifier: Path = DATA / "classifier",
                          pipe=None) -> dict:
     """The evaluate stage (run_evaluate, untracked) on the pipeline's data/ tables; its whole metrics dict."""
-    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+    from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
 
     paths = EvaluatePaths(model, classifier, DATA / "render" / "definitions.parquet",
                           DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet", out)
@@ -148,7 +148,7 @@ def _evaluate_row(m: dict) -> dict:
 def part_sampling(params) -> dict:
     import os
 
-    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
 
     # A fresh inductor cache: the compiled rows then pay the compile a new machine pays.
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")

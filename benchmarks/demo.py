@@ -38,7 +38,7 @@ def main() -> None:
     app, url = serve(params, paths, 0, block=False)
     start_s = time.perf_counter() - start
     client = Client(url, verbose=False)
-    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
 
     pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast())
     text, mask, empty = pipe.encode([PROMPT])

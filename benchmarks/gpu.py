@@ -3,11 +3,11 @@
     python benchmarks/gpu.py            # on one CUDA GPU: about 5-8 minutes on an H100/H200
     python benchmarks/gpu.py --smoke    # the same suite at tiny size on CPU (tests/test_benchmarks.py)
 
-Training, same UNet (profiles/gpu.yaml: 128 px, 129 M parameters with 384-d text), same device:
+Training, same UNet (params.yaml + profiles/gpu.yaml: 128 px, 129 M parameters with 384-d text), same device:
 - glyffuser-style step: fp16 autocast + GradScaler, batch 16, eager, plain AdamW, and the text
   encoder (MiniLM-L6's BERT shape, random weights: its cost, not its answers, matters here) run on
   every batch's token ids;
-- our step: the train stage's own step function (glyffuser.train.TrainStep, built by build_training):
+- our step: the train stage's own step function (glyffuser.diffusion.training.TrainStep, built by build_training):
   stored text embeddings, bf16 autocast, batch 128, channels_last, fused AdamW, min-SNR loss,
   gradient clipping, EMA — eager, then torch.compile'd.
 FLOPs per training image come from torch.utils.flop_counter on one forward+backward; achieved
@@ -32,11 +32,11 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, bf16_peak, write_result  # noqa: E402
 
-from glyffuser.diffusion import sampler, training_scheduler  # noqa: E402
-from glyffuser.model import build_unet, count_parameters, denoise, image_size  # noqa: E402
+from glyffuser.diffusion.process import sample, solver, training_scheduler  # noqa: E402
+from glyffuser.diffusion.training import build_training  # noqa: E402
+from glyffuser.diffusion.unet import build_unet, count_parameters, denoise, image_size  # noqa: E402
 from glyffuser.params import load_params  # noqa: E402
-from glyffuser.pipeline import sample  # noqa: E402
-from glyffuser.train import build_training  # noqa: E402
+from glyffuser.profiles import with_profile  # noqa: E402
 
 TEXT_DIM = 384
 MINILM = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
@@ -141,7 +141,7 @@ def train_glyffuser_style(p, device, batch, warmup, steps) -> dict:
 
 def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channels_last: bool = True,
                fused: bool | None = None, bf16: bool = True, count_flops: bool = False, texts=None) -> dict:
-    """The train stage's own step (glyffuser.train.TrainStep from build_training, as run_train builds it)
+    """The train stage's own step (glyffuser.diffusion.training.TrainStep from build_training, as run_train builds it)
     on random images, with the speed options given.
 
     `texts(gen) -> (text, mask)` supplies text batches (e.g. real stored embeddings); default: random
@@ -194,7 +194,7 @@ def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channe
 def plain_sampling_loop(unet, config: dict, text, mask, empty_text, empty_mask, seeds, steps, guidance) -> torch.Tensor:
     """The textbook loop: fp32, eager, conditional and unconditional as two forwards per step."""
     device = unet.device
-    sched = sampler("dpmsolver++", config)
+    sched = solver("dpmsolver++", config)
     sched.set_timesteps(steps, device=device)
     res = image_size(unet)
     x = torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
@@ -248,7 +248,7 @@ def sampling(p, device, glyphs: int, batch: int, steps: int, compile_backend: st
         results[name] = {"glyphs": glyphs, "batch": batch, "seconds": round(seconds, 2),
                          "glyphs_per_s": round(glyphs / seconds, 2)}
     results["plain_loop"]["recipe"] = "fp32, eager, conditional and unconditional as two forwards"
-    results["glyffuser_sample"]["recipe"] = "glyffuser.pipeline.sample: bf16 autocast on CUDA, one batched forward"
+    results["glyffuser_sample"]["recipe"] = "glyffuser.diffusion.process.sample: bf16 autocast on CUDA, one batched forward"
     results["glyffuser_sample_compiled"]["recipe"] = (f"the same with the UNet torch.compile'd ({compile_backend}), "
                                                       "text padded to 64 tokens: GlyffuserPipeline(compile=True)")
     results["glyffuser_sample_compiled"]["compile_s"] = round(compile_s, 1)
@@ -284,13 +284,17 @@ def fitting(run, batch: int, device: torch.device, **kwargs) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on CPU: checks the suite runs")
-    parser.add_argument("--params", type=Path, help="profile (default: profiles/gpu.yaml; smoke: profiles/smoke.yaml)")
+    parser.add_argument("--params", type=Path, help="a full params file (default: params.yaml with the profile gpu, "
+                                                    "or smoke with --smoke, applied: profiles/ hold differences only)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
     if device.type == "cpu" and not args.smoke:
         parser.error("no CUDA device: run with --smoke to check the suite on CPU")
-    p = load_params(args.params or ROOT / "profiles" / ("smoke.yaml" if args.smoke else "gpu.yaml")).train
+    if args.params:
+        p = load_params(args.params).train
+    else:
+        p = with_profile("smoke" if args.smoke else "gpu", ROOT / "params.yaml", ROOT).train
     if args.smoke:
         sizes = dict(g_batch=2, o_batch=4, warmup=1, steps=2, compile_backend="eager", glyphs=4, s_batch=2, s_steps=3)
     else:  # no cudnn.benchmark: the train stage does not set it, and this times the train stage's step

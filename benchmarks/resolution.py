@@ -52,7 +52,7 @@ def step_speed(params, steps: int = 12) -> float:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from glyffuser.train import build_training
+    from glyffuser.diffusion.training import build_training
 
     p = params.train
     AcceleratorState._reset_state(True)
@@ -90,7 +90,7 @@ class Upsampler(nn.Module):
 
 def train_upsampler(minutes: float, seed: int) -> tuple[Upsampler, dict]:
     """L1 regression from real 32 px glyphs to the same glyphs at 64 px (train split), for `minutes`."""
-    from glyffuser.classifier import load_glyph_splits
+    from glyffuser.artifacts.glyph_tables import load_glyph_splits
 
     splits = load_glyph_splits(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet", 64)
     high = splits["train"].images  # (N,1,64,64)
@@ -117,7 +117,7 @@ def train_upsampler(minutes: float, seed: int) -> tuple[Upsampler, dict]:
 
 def cascade_pipeline(model: Path, upsampler: Upsampler):
     """The 32 px pipeline with the upsampler applied to every sample: what run_evaluate judges."""
-    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
 
     class Cascade(GlyffuserPipeline):
         @property

@@ -14,7 +14,6 @@ code does not know is dropped when it is null, the value that keeps the older be
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -30,7 +29,10 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1] + "/src")
 import yaml
 from glyffuser.params import Params, parse_params, with_overrides
-from glyffuser.train import TrainPaths, run_train
+try:
+    from glyffuser.stages.train import TrainPaths, run_train
+except ImportError:  # before the stages/ package (issue 21)
+    from glyffuser.train import TrainPaths, run_train
 data, overrides = Path(sys.argv[2]), json.loads(sys.argv[3])
 raw = yaml.safe_load(Path(sys.argv[4]).read_text())
 for group, values in raw.items():  # a key the older code does not know yet, left at null (its "off"): drop it

@@ -14,9 +14,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from mlflow_screenshot import find_chromium, screenshot
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "data" / "guide" / "index.html"

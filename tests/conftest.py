@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from glyffuser.params import Params, load_params, with_overrides
-from glyffuser.render import RenderOutputs, run_render
-from glyffuser.sources import collect_sources
+from glyffuser.stages.render import RenderOutputs, run_render
+from glyffuser.stages.sources import collect_sources
 
 REPO = Path(__file__).resolve().parents[1]
 # Fish (魚) and bird (鳥) radicals, plus water (氵) characters: ~460 glyphs with definitions.
@@ -37,7 +37,7 @@ def rendered(params, sources_dir, tmp_path_factory) -> tuple[RenderOutputs, dict
 
 @pytest.fixture(scope="session")
 def embeddings_path(params, rendered, tmp_path_factory) -> Path:
-    from glyffuser.embed import run_embed
+    from glyffuser.stages.embed import run_embed
 
     out, _ = rendered
     path = tmp_path_factory.mktemp("embed") / "embeddings.parquet"
@@ -55,7 +55,7 @@ TINY_TRAIN = {
 
 
 def train_paths(root: Path, rendered, embeddings_path):
-    from glyffuser.train import TrainPaths
+    from glyffuser.stages.train import TrainPaths
 
     out, _ = rendered
     return TrainPaths(out.definitions, out.glyphs, embeddings_path, root / "model", root / "metrics.json",
@@ -65,7 +65,7 @@ def train_paths(root: Path, rendered, embeddings_path):
 @pytest.fixture(scope="session")
 def tiny_model(params, rendered, embeddings_path, tmp_path_factory) -> tuple[Path, dict]:
     """A model trained for about a minute on ~410 glyphs: enough to draw glyph-like images."""
-    from glyffuser.train import run_train
+    from glyffuser.stages.train import run_train
 
     p = with_overrides(params, {**TINY_TRAIN, "train.epochs": 12, "train.lr": 0.003})
     paths = train_paths(tmp_path_factory.mktemp("tiny-model"), rendered, embeddings_path)
@@ -86,8 +86,8 @@ SMALL_EVAL = {
 
 @pytest.fixture(scope="session")
 def evaluated(params, rendered, embeddings_path, tiny_model, tmp_path_factory):
-    from glyffuser.classifier import run_classifier
-    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+    from glyffuser.stages.classifier import run_classifier
+    from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
 
     out, _ = rendered
     p = with_overrides(params, SMALL_EVAL)
@@ -100,9 +100,9 @@ def evaluated(params, rendered, embeddings_path, tiny_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def figures(evaluated, rendered, tiny_model, sources_dir, tmp_path_factory):
     """umap (with the evaluate samples) and figures of the tiny model, as the pipeline runs them."""
-    from glyffuser.atlas import run_umap
-    from glyffuser.figures import FigurePaths, run_figures
-    from glyffuser.sources import SourceManifest
+    from glyffuser.artifacts.source_manifest import SourceManifest
+    from glyffuser.stages.figures import FigurePaths, run_figures
+    from glyffuser.stages.umap import run_umap
 
     p, paths, _, _ = evaluated
     out, _ = rendered

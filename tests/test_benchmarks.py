@@ -36,9 +36,8 @@ def test_peak_lookup_prefers_the_exact_variant():
 
 
 def test_paired_difference_counts_the_changed_items_and_brackets_the_mean():
-    import numpy as np
-
     import conditioning
+    import numpy as np
 
     a = np.array([1, 0, 0, 1, 0, 0, 0, 0] * 50)
     b = np.array([1, 1, 0, 0, 1, 0, 0, 0] * 50)  # per block of 8: one lost, two gained

@@ -24,7 +24,9 @@ def assert_one_line_error(result, text):
 
 
 def write_params(tmp_path, *replacements):
-    text = (REPO / "profiles" / "smoke.yaml").read_text()
+    from glyffuser.profiles import write_profile_params
+
+    text = write_profile_params("smoke", tmp_path / "params.yaml", REPO / "params.yaml", REPO).read_text()
     for old, new in replacements:
         assert old in text
         text = text.replace(old, new)
@@ -92,8 +94,8 @@ def test_prompts_file_that_is_not_utf8(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("args, message", [
     (["a kind of fish", "--steps", "1001"], "steps must be between 1 and the model's 1000 training timesteps, got 1001"),
-    (["a kind of fish", "--guidance", "nan"], "--guidance must be at least 0, got nan"),
-    (["a kind of fish", "--guidance", "inf"], "--guidance must be a finite number, got inf"),
+    (["a kind of fish", "--guidance", "nan"], "--guidance must be a finite number >= 0, got nan"),
+    (["a kind of fish", "--guidance", "inf"], "--guidance must be a finite number >= 0, got inf"),
     (["a kind of fish", "--out", "fish"], "--out fish needs an image extension"),
     (["a kind of fish", "--out", "fish.txt"], "--out fish.txt needs an image extension"),
     (["a kind of fish", ""], "an empty prompt asks for nothing (it holds no visible character)"),

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from glyffuser.classifier import load_glyph_splits
-from glyffuser.diffusion import loss_weight, sample_timesteps, snr, training_scheduler
-from glyffuser.fidelity import DEGRADATIONS, degrade, fidelity, stroke_codes
-from glyffuser.model import build_unet
+from glyffuser.analysis.fidelity import DEGRADATIONS, degrade, fidelity, stroke_codes
+from glyffuser.artifacts.glyph_tables import load_glyph_splits
+from glyffuser.diffusion.process import loss_weight, sample_timesteps, snr, training_scheduler
+from glyffuser.diffusion.unet import build_unet
 
 
 def test_min_snr_plus_one_keeps_the_noisy_end_and_matches_min_snr_at_the_clean_end():
@@ -83,7 +83,7 @@ def test_stroke_codes_count_every_pixel_but_blank_paper():
 
 
 def test_embed_stores_each_tokens_sense(embeddings_path, rendered):
-    from glyffuser.embed import load_embeddings
+    from glyffuser.artifacts.embeddings import load_embeddings
 
     emb = load_embeddings(embeddings_path)
     assert emb.sense is not None and emb.sense.shape == emb.mask.shape
@@ -102,7 +102,7 @@ def test_embed_stores_each_tokens_sense(embeddings_path, rendered):
 
 
 def test_sense_subsets_mask_whole_senses_and_keep_one():
-    from glyffuser.data import sense_subsets
+    from glyffuser.diffusion.training import sense_subsets
 
     # two rows: "[CLS] a b ; c ; d [SEP]" (senses 0,0,0,1,1,2) and a one-sense row
     sense = torch.tensor([[-1, 0, 0, 0, 1, 1, 2, -1], [-1, 0, 0, -1, -1, -1, -1, -1]], dtype=torch.int8)

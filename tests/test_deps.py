@@ -33,18 +33,36 @@ def test_dvc_yaml_lists_exactly_the_modules_the_stage_runs(stage):
 
 def test_closure_follows_imports_inside_functions_and_not_other_commands():
     train = command_modules("train")
-    # embed.py (the embeddings loader, via data.py) was the dep dvc.yaml once missed
-    assert {"glyffuser.embed", "glyffuser.data", "glyffuser.tracking", "glyffuser.cli", "glyffuser"} <= train
-    assert "glyffuser.classifier" in command_modules("evaluate")  # imported by evaluate.py
-    assert "glyffuser.model" in command_modules("sample")  # denoise, via pipeline.py
+    # the embeddings reader (via diffusion/training.py) was the dep dvc.yaml once missed
+    assert {"glyffuser.artifacts.embeddings", "glyffuser.diffusion.training", "glyffuser.tracking", "glyffuser.cli",
+            "glyffuser"} <= train
+    assert "glyffuser.analysis.judge" in command_modules("evaluate")  # imported by evaluate.py
+    assert "glyffuser.diffusion.unet" in command_modules("sample")  # denoise, via pipeline.py
     # the CLI module holds every command, but a stage runs only its own
-    assert not {"glyffuser.train", "glyffuser.evaluate", "glyffuser.atlas"} & command_modules("sample")
+    assert not {"glyffuser.stages.train", "glyffuser.stages.evaluate", "glyffuser.stages.umap"} & command_modules("sample")
     assert command_modules("sources") == {"glyffuser", "glyffuser.cli", "glyffuser.params", "glyffuser.errors",
-                                          "glyffuser.sources", "glyffuser.atomic"}
+                                          "glyffuser.stages", "glyffuser.stages.sources", "glyffuser.artifacts",
+                                          "glyffuser.artifacts.atomic", "glyffuser.artifacts.hashing",
+                                          "glyffuser.artifacts.source_manifest"}
+
+
+def test_readers_apart_from_writers_keep_stages_off_code_that_cannot_change_their_outputs():
+    """Training reads the embeddings and writes the model folder; it never encodes a prompt, renders a
+    glyph, copies sources or samples through the pipeline object. The umap stage only reads the model
+    folder's info: no model or diffusion code."""
+    train = command_modules("train")
+    assert not {"glyffuser.diffusion.pipeline", "glyffuser.diffusion.encoders", "glyffuser.artifacts.fonts",
+                "glyffuser.stages.sources", "glyffuser.stages.embed", "glyffuser.limits"} & train
+    assert "glyffuser.artifacts.model_folder" in train
+    umap = command_modules("umap")
+    assert not {m for m in umap if m.startswith("glyffuser.diffusion")}
+    assert "glyffuser.artifacts.model_folder" in umap
+    # the judge's stage reads glyphs only, not the embeddings
+    assert "glyffuser.artifacts.embeddings" not in command_modules("classifier")
 
 
 def test_resume_fingerprint_hashes_the_train_closure(params, rendered, embeddings_path, tmp_path, monkeypatch):
-    import glyffuser.train as train
+    import glyffuser.stages.train as train
     from tests.conftest import train_paths
 
     paths = train_paths(tmp_path, rendered, embeddings_path)

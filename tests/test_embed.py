@@ -6,11 +6,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
-from glyffuser.embed import load_embeddings, run_embed
-from glyffuser.encoders import TextEncoder, resolve_encoder
+from glyffuser.artifacts.embeddings import load_embeddings
+from glyffuser.artifacts.tables import read_table
+from glyffuser.diffusion.encoders import TextEncoder, resolve_encoder
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import with_overrides
-from glyffuser.tables import read_table
+from glyffuser.stages.embed import run_embed
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from glyffuser.atlas import read_layouts, run_umap
 from glyffuser.cli import main
 from glyffuser.errors import GlyffuserError
-from glyffuser.evaluate import EvaluatePaths, run_evaluate
-from glyffuser.figures import FigurePaths, run_figures
 from glyffuser.params import with_overrides
+from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
+from glyffuser.stages.figures import FigurePaths, run_figures
+from glyffuser.stages.umap import read_layouts, run_umap
 
 
 def test_classifier_stage_reports_its_ceiling(evaluated):
@@ -121,7 +121,7 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     import io
     import re
 
-    from glyffuser.guide import SECTIONS, GuidePaths, build_guide
+    from glyffuser.stages.guide import SECTIONS, GuidePaths, build_guide
 
     p, fig_paths, root, _ = figures
     _, eval_paths, _, _ = evaluated
@@ -131,7 +131,7 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
                        eval_paths.classifier / "report.json", model, tmp_path / "guide" / "index.html")
     summary = build_guide(p, paths)
     page = paths.out.read_text(encoding="utf-8")
-    for i, title in enumerate(SECTIONS, 1):
+    for i, (title, _) in enumerate(SECTIONS, 1):
         assert f'<section id="s{i}"><h2>{i}. {title}</h2>' in page, title
     assert summary["sections"] == 10 and page.index('id="s1"') < page.index('id="s10"')
     # every image is inline and decodes; nothing is fetched from a server or the network
@@ -176,7 +176,7 @@ def test_incompatible_classifier_is_one_clear_error(evaluated, tmp_path):
 
     import torch
 
-    from glyffuser.classifier import RadicalNet, load_classifier
+    from glyffuser.analysis.judge import RadicalNet, load_classifier
 
     _, paths, _, _ = evaluated
     folder = tmp_path / "classifier"

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import with_overrides
-from glyffuser.train import run_train
+from glyffuser.stages.train import run_train
 from tests.conftest import REPO, TINY_TRAIN, train_paths
 
 
@@ -102,17 +102,17 @@ class _NanGradient(torch.autograd.Function):
 ])
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(poison, reported, params, rendered, embeddings_path,
                                                                   tmp_path, monkeypatch):
-    import glyffuser.train as train
+    import glyffuser.diffusion.training as training
 
     calls = []
-    real = train.diffusion_loss
+    real = training.diffusion_loss
 
     def loss_that_breaks_at_step_8(*args, **kwargs):
         calls.append(1)
         loss = real(*args, **kwargs)
         return poison(loss) if len(calls) == 8 else loss
 
-    monkeypatch.setattr(train, "diffusion_loss", loss_that_breaks_at_step_8)
+    monkeypatch.setattr(training, "diffusion_loss", loss_that_breaks_at_step_8)
     paths = train_paths(tmp_path, rendered, embeddings_path)
     short = with_overrides(params, {**TINY_TRAIN, "train.epochs": 1})
     with pytest.raises(GlyffuserError) as err:

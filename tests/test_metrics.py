@@ -4,9 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from glyffuser.classifier import augment, load_glyph_splits, majority_share, train_classifier, accuracy, LabelledGlyphs
-from glyffuser.geometry import mixture
-from glyffuser.metrics import adherence, copy_threshold, fid, kid, linear_probe, near_copies, nearest, nearest_k
+from glyffuser.analysis.diffusion_plots import mixture
+from glyffuser.analysis.judge import accuracy, augment, majority_share, train_classifier
+from glyffuser.analysis.metrics import (
+    adherence,
+    copy_threshold,
+    fid,
+    kid,
+    linear_probe,
+    near_copies,
+    nearest,
+    nearest_k,
+)
+from glyffuser.artifacts.glyph_tables import LabelledGlyphs, load_glyph_splits
 
 
 def test_kid_and_fid_are_zero_for_one_distribution_and_large_for_disjoint_sets():

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from glyffuser.classifier import RadicalNet
-from glyffuser.diffusion import sampler, training_scheduler
+from glyffuser.analysis.judge import RadicalNet
+from glyffuser.analysis.metrics import two_tone_share
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.process import solver, training_scheduler
+from glyffuser.diffusion.unet import build_unet, denoise, image_size, patch_size
 from glyffuser.errors import GlyffuserError
-from glyffuser.metrics import two_tone_share
-from glyffuser.model import build_unet, denoise, image_size, patch_size
 from glyffuser.params import with_overrides
-from glyffuser.pipeline import GlyffuserPipeline
-from glyffuser.train import run_train
+from glyffuser.stages.train import run_train
 from tests.conftest import TINY_TRAIN, train_paths
 
 
@@ -24,7 +24,7 @@ def test_shifted_schedule_scales_the_snr_at_every_step_and_samplers_share_it():
     torch.testing.assert_close(snr(shifted) / snr(plain), torch.full((1000,), 0.25, dtype=torch.float64), rtol=2e-3, atol=0)
     assert (shifted.alphas_cumprod < plain.alphas_cumprod).all()  # more noise at every t
     for name in ("ddpm", "ddim", "dpmsolver++"):  # the betas travel in the saved config
-        torch.testing.assert_close(sampler(name, dict(shifted.config)).alphas_cumprod, shifted.alphas_cumprod)
+        torch.testing.assert_close(solver(name, dict(shifted.config)).alphas_cumprod, shifted.alphas_cumprod)
     # no shift: exactly the schedule the 32 px models were trained with
     torch.testing.assert_close(training_scheduler("linear", "v_prediction", False, snr_scale=1.0).betas, plain.betas,
                                rtol=0, atol=0)
@@ -52,7 +52,7 @@ def test_a_patchified_model_trains_and_draws_at_its_full_resolution(params, rend
     pipe = GlyffuserPipeline.from_pretrained(tmp_path / "model", device="cpu")
     assert pipe.resolution == 32 and pipe.unet.config.sample_size == 16
     expected = training_scheduler("linear", "v_prediction", False, snr_scale=0.25).alphas_cumprod
-    torch.testing.assert_close(sampler("ddim", pipe.scheduler_config).alphas_cumprod, expected)
+    torch.testing.assert_close(solver("ddim", pipe.scheduler_config).alphas_cumprod, expected)
     images = pipe(["a kind of fish"], num_images=2, steps=4, guidance=3.0)
     assert [im.size for im in images] == [(32, 32), (32, 32)]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from glyffuser.atomic import MARKER, atomic_outputs, check_output
+from glyffuser.artifacts.atomic import MARKER, atomic_outputs
 from glyffuser.cli import main
 from glyffuser.errors import GlyffuserError
 from tests.conftest import REPO
@@ -181,7 +181,7 @@ def test_outputs_are_readable_by_others_as_any_file_the_user_makes(tiny_model):
 
 
 def test_save_pretrained_replaces_only_a_model_folder(tiny_model, tmp_path):
-    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
 
     pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], bf16=False)
     docs = user_folder(tmp_path)
@@ -213,7 +213,7 @@ def test_the_bounds_are_stated_in_help(capsys):
 
 
 def test_the_pipeline_api_shares_the_bounds(tiny_model):
-    from glyffuser.pipeline import GlyffuserPipeline
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
 
     pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], bf16=False)
     with pytest.raises(GlyffuserError, match="the seed must be"):
@@ -338,7 +338,7 @@ def elements(page: str) -> list[str]:
 
 
 def test_the_umap_page_keeps_definitions_and_prompts_as_text(tmp_path):
-    from glyffuser.atlas import write_html
+    from glyffuser.stages.umap import write_html
 
     png = "iVBORw0KGgo="
     points = {"x": [0.0, 1.0], "y": [0.0, 1.0], "char": ["魚", "<b>"], "cp": [0x9B5A, 0x9B5B], "text": [PAYLOAD, "fish & chips"],
@@ -370,3 +370,13 @@ def test_the_guide_escapes_what_it_quotes_from_a_model_folder(figures, evaluated
     assert run(capsys, *argv, "--no-mlflow")[0] == 0
     page = out.read_text(encoding="utf-8")
     assert "script" not in elements(page) and "window.pwned" in page and PAYLOAD not in page
+
+
+def test_mlflow_run_names_say_what_was_trained_or_which_dvc_experiment(monkeypatch):
+    from glyffuser.tracking import run_name
+
+    params = {"train": {"resolution": 64, "patch_size": 2, "block_channels": [16, 32, 64], "epochs": 4}}
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    assert run_name("train", params, "a690009deadbeef") == "train · 64 px in 2×2 patches, UNet 16-32-64, 4 ep · a690009"
+    monkeypatch.setenv("DVC_EXP_NAME", "smoke")  # what `dvc exp run -n smoke` (and `glyffuser profile smoke`) sets
+    assert run_name("train", params, "a690009deadbeef") == "train · smoke"

@@ -4,6 +4,7 @@ import pytest
 
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import load_params, parse_params, parse_range, with_overrides
+from glyffuser.profiles import override_value, read_profile, with_profile, write_profile_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -12,8 +13,36 @@ def test_repo_params_and_profiles_validate():
     params = load_params(REPO / "params.yaml")
     assert params.render.image_size == 128
     assert params.render.codepoint_ranges() == [(0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
-    for profile in (REPO / "profiles").glob("*.yaml"):
-        load_params(profile)  # every profile carries every key
+    profiles = sorted(p.stem for p in (REPO / "profiles").glob("*.yaml"))
+    assert profiles == ["gpu", "smoke"]
+    for name in profiles:
+        merged = with_profile(name, REPO / "params.yaml", REPO)  # unknown keys or bad values fail here
+        assert merged != params
+
+
+@pytest.mark.parametrize("name", ["smoke", "gpu"])
+def test_profiles_hold_only_differences_and_dvc_applies_them_as_written(name, tmp_path):
+    """The -S overrides `glyffuser profile` hands to `dvc exp run`, parsed by DVC's own code, give exactly
+    the validated merge; every key the profile sets differs from the default (no stale copies)."""
+    default = load_params(REPO / "params.yaml").model_dump()
+    overrides = read_profile(name, REPO)
+    for key, value in overrides.items():
+        group, *rest = key.split(".")
+        node = default[group]
+        for part in rest:
+            node = node[part]
+        assert node != value, f"profiles/{name}.yaml repeats the default of {key}"
+    written = write_profile_params(name, tmp_path / "params.yaml", REPO / "params.yaml", REPO)
+    assert load_params(written) == with_profile(name, REPO / "params.yaml", REPO)
+    assert "# " in written.read_text()  # params.yaml's documentation survives
+
+
+def test_profile_with_an_unknown_key_is_one_clear_error(tmp_path):
+    (tmp_path / "typo.yaml").write_text("train:\n  epoch: 3\n")
+    with pytest.raises(GlyffuserError, match="profile .*typo.yaml: unknown parameter 'train.epoch'"):
+        with_profile(str(tmp_path / "typo.yaml"), REPO / "params.yaml", REPO)
+    assert override_value(["a kind of fish", 'say "x"', 1.5, None, True]) == \
+        '["a kind of fish","say \\"x\\"",1.5,null,true]'
 
 
 @pytest.mark.parametrize(
@@ -28,8 +57,8 @@ def test_repo_params_and_profiles_validate():
         ("embed.max_length", 0, "embed.max_length"),
         ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
         ("base.seed", 2**32, "base.seed: Input should be less than 4294967296"),
-        ("sample.guidance", float("nan"), "sample.guidance: Input should be a finite number"),
-        ("train.eval_guidance", float("inf"), "train.eval_guidance: Input should be a finite number"),
+        ("sample.guidance", float("nan"), "sample.guidance: guidance must be a finite number >= 0, got nan"),
+        ("train.eval_guidance", float("inf"), "train.eval_guidance: guidance must be a finite number >= 0, got inf"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):
@@ -72,7 +101,8 @@ def test_unknown_override_key_is_one_clear_error(key):
 
 
 def test_largest_seed_trains_its_generators():
-    from glyffuser.train import _epoch_permutation, _step_generator
+    from glyffuser.diffusion.training import epoch_permutation as _epoch_permutation
+    from glyffuser.diffusion.training import step_generator as _step_generator
 
     seed = 2**32 - 1  # derived seeds overflow 64 bits unless folded
     assert _step_generator(seed, 3, 10**6).initial_seed() < 2**63

@@ -5,12 +5,14 @@ from fontTools import subset
 from fontTools.ttLib import TTFont
 from PIL import Image
 
+from glyffuser.artifacts.fonts import GlyphRenderer
+from glyffuser.artifacts.images import from_png
+from glyffuser.artifacts.source_manifest import SourceManifest
+from glyffuser.artifacts.tables import read_table
 from glyffuser.errors import GlyffuserError
-from glyffuser.glyphs import GlyphRenderer, from_png
 from glyffuser.params import with_overrides
-from glyffuser.render import RenderOutputs, run_render
-from glyffuser.sources import SourceManifest, collect_sources
-from glyffuser.tables import read_table
+from glyffuser.stages.render import RenderOutputs, run_render
+from glyffuser.stages.sources import collect_sources
 
 
 def test_tables_and_report(rendered):

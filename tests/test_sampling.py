@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from glyffuser.diffusion import SAMPLERS
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.process import SAMPLERS
 from glyffuser.errors import GlyffuserError
-from glyffuser.pipeline import GlyffuserPipeline
 from tests.conftest import REPO
 
 PROMPTS = ["a kind of fish", "a small bird", "a river"]
@@ -43,7 +43,7 @@ def test_every_scheduler_draws_glyphs(tiny_model, scheduler):
 
 
 def test_sampling_returns_finite_values_in_range(tiny_model):
-    from glyffuser.pipeline import sample
+    from glyffuser.diffusion.process import sample
 
     pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu")
     text, mask, empty = pipe.encode(PROMPTS)
@@ -65,7 +65,7 @@ def test_same_seed_same_images_and_seeds_differ(tiny_model):
 
 def test_padded_text_changes_nothing_but_rounding(tiny_model):
     """Padding the prompts to max_length (what a compiled UNet gets) is masked out of attention and pooling."""
-    from glyffuser.pipeline import sample
+    from glyffuser.diffusion.process import sample
 
     pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu")
     text, mask, empty = pipe.encode(PROMPTS)
@@ -125,7 +125,7 @@ def test_cli_grid_and_prompts_file(tiny_model, tmp_path):
         ("a kind of fish", 0), ("a kind of fish", 1), ("a small bird", 0), ("a small bird", 1)]
     assert all((tmp_path / "many" / m["path"].split("/")[-1]).is_file() for m in manifest)
 
-    for bad, text in ((["-n", "0"], "must be 1..256"), (["--steps", "-1"], "at least"), (["--guidance", "-2"], "at least")):
+    for bad, text in ((["-n", "0"], "must be 1..256"), (["--steps", "-1"], "at least"), (["--guidance", "-2"], "finite number >= 0")):
         r = cli("a fish", *bad)
         assert r.returncode == 1 and r.stderr.startswith("glyffuser: error:") and text in r.stderr
 
@@ -136,7 +136,7 @@ def test_cli_grid_and_prompts_file(tiny_model, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_cosine_model(params, rendered, embeddings_path, tmp_path_factory):
     from glyffuser.params import with_overrides
-    from glyffuser.train import run_train
+    from glyffuser.stages.train import run_train
     from tests.conftest import TINY_TRAIN, train_paths
 
     p = with_overrides(params, {**TINY_TRAIN, "train.epochs": 12, "train.lr": 0.003, "train.schedule": "cosine"})
@@ -157,9 +157,9 @@ def test_dpmsolver_on_cosine_epsilon_needs_x0_clipping(params, rendered, embeddi
     t = T and diverges into salt-and-pepper noise unless x0 is clipped, as our sampler does."""
     from diffusers import DPMSolverMultistepScheduler
 
-    import glyffuser.pipeline as pipeline_module
+    import glyffuser.diffusion.process as process_module
     from glyffuser.params import with_overrides
-    from glyffuser.train import run_train
+    from glyffuser.stages.train import run_train
     from tests.conftest import TINY_TRAIN, train_paths
 
     p = with_overrides(params, {**TINY_TRAIN, "train.epochs": 12, "train.lr": 0.003, "train.schedule": "cosine",
@@ -171,18 +171,18 @@ def test_dpmsolver_on_cosine_epsilon_needs_x0_clipping(params, rendered, embeddi
     rows = torch.arange(len(PROMPTS)).repeat_interleave(8)
     seeds = list(range(len(rows)))
 
-    ours = pipeline_module.sample(pipe.unet, pipe.scheduler_config, text[rows], mask[rows], empty, seeds, 20, 5.0,
+    ours = process_module.sample(pipe.unet, pipe.scheduler_config, text[rows], mask[rows], empty, seeds, 20, 5.0,
                                   "dpmsolver++")
     assert torch.isfinite(ours).all()
     assert border_stats(ours[:, 0].numpy())[1].mean() < 0.4
 
     unclipped = DPMSolverMultistepScheduler.from_config(pipe.scheduler_config, algorithm_type="dpmsolver++",
                                                         thresholding=False, timestep_spacing="trailing")
-    original = pipeline_module.sampler
-    pipeline_module.sampler = lambda name, config: unclipped
+    original = process_module.solver
+    process_module.solver = lambda name, config: unclipped
     try:
-        raw = pipeline_module.sample(pipe.unet, pipe.scheduler_config, text[rows], mask[rows], empty, seeds, 20,
+        raw = process_module.sample(pipe.unet, pipe.scheduler_config, text[rows], mask[rows], empty, seeds, 20,
                                      5.0, "dpmsolver++")
     finally:
-        pipeline_module.sampler = original
+        process_module.solver = original
     assert border_stats(raw[:, 0].numpy())[1].mean() > 0.6  # salt and pepper: the guard is what prevents it

@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from glyffuser.checkpoint import load_checkpoint
+from glyffuser.artifacts.checkpoints import load_checkpoint
+from glyffuser.artifacts.images import from_png
+from glyffuser.artifacts.tables import read_table
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import with_overrides
-from glyffuser.pipeline import GlyffuserPipeline
-from glyffuser.render import RenderOutputs, run_render
-from glyffuser.tables import read_table
-from glyffuser.glyphs import from_png
-from glyffuser.train import run_train
+from glyffuser.stages.render import RenderOutputs, run_render
+from glyffuser.stages.train import run_train
 from tests.conftest import REPO, TINY_TRAIN, train_paths
 
 
@@ -80,7 +80,7 @@ def test_overfits_a_handful_of_glyphs(params, sources_dir, tmp_path):
                                 "train.lr": 0.003, "train.cfg_dropout": 0.0, "train.log_every": 25})
     rendered = RenderOutputs.under(tmp_path / "render")
     report = run_render(p, sources_dir, rendered)
-    from glyffuser.embed import run_embed
+    from glyffuser.stages.embed import run_embed
 
     run_embed(p.embed, rendered.definitions, tmp_path / "emb.parquet")
     paths = train_paths(tmp_path, (rendered, report), tmp_path / "emb.parquet")

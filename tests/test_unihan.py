@@ -2,8 +2,8 @@ from collections import Counter
 
 import pytest
 
+from glyffuser.artifacts.unihan import clean_definition, parse_radical_strokes, read_field, split_of
 from glyffuser.errors import GlyffuserError
-from glyffuser.unihan import clean_definition, parse_radical_strokes, read_field, split_of
 
 
 @pytest.mark.parametrize(

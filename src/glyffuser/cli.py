@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -20,31 +19,31 @@ from glyffuser.params import DEFAULT_PARAMS, load_params
 def _cmd_sources(args: argparse.Namespace) -> dict:
     from dataclasses import asdict
 
-    from glyffuser.sources import collect_sources
+    from glyffuser.stages.sources import collect_sources
 
     return asdict(collect_sources(load_params(args.params).sources, args.out))
 
 
 def _cmd_render(args: argparse.Namespace) -> dict:
-    from glyffuser.render import RenderOutputs, run_render
+    from glyffuser.stages.render import RenderOutputs, run_render
 
     return run_render(load_params(args.params), args.sources, RenderOutputs.under(args.out))
 
 
 def _cmd_embed(args: argparse.Namespace) -> dict:
-    from glyffuser.embed import run_embed
+    from glyffuser.stages.embed import run_embed
 
     return run_embed(load_params(args.params).embed, args.definitions, args.out)
 
 
 def _train_paths(args: argparse.Namespace):
-    from glyffuser.train import TrainPaths
+    from glyffuser.stages.train import TrainPaths
 
     return TrainPaths(args.definitions, args.glyphs, args.embeddings, args.model, args.metrics, args.curve, args.checkpoints)
 
 
 def _cmd_train(args: argparse.Namespace) -> dict:
-    from glyffuser.train import run_train
+    from glyffuser.stages.train import run_train
 
     return run_train(load_params(args.params), _train_paths(args), track=not args.no_mlflow)
 
@@ -54,17 +53,18 @@ def _default(value, default):
 
 
 def _cmd_sample(args: argparse.Namespace) -> dict:
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
+    from glyffuser.diffusion.process import check_sampling
     from glyffuser.limits import check_request, clean_prompt
-    from glyffuser.pipeline import GlyffuserPipeline, check_sampling
-    from glyffuser.sampling import files_outputs, grid_outputs, read_prompts, sample_files, sample_grid
+    from glyffuser.params import check_guidance
+    from glyffuser.stages.sample import files_outputs, grid_outputs, read_prompts, sample_files, sample_grid
 
     if args.prompt and args.prompts_file:
         raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
-    for name, value, least in (("--steps", args.steps, 1), ("--guidance", args.guidance, 0)):
-        if value is not None and not value >= least:  # also refuses nan
-            raise GlyffuserError(f"{name} must be at least {least}, got {value}")
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise GlyffuserError(f"--guidance must be a finite number, got {args.guidance}")
+    if args.steps is not None and args.steps < 1:
+        raise GlyffuserError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance is not None:
+        check_guidance(args.guidance, "--guidance")
     prompts = [clean_prompt(p) for p in args.prompt]
     if args.out is not None and not args.prompts_file:
         from PIL import Image
@@ -98,30 +98,29 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
 
 
 def _cmd_classifier(args: argparse.Namespace) -> dict:
-    from glyffuser.classifier import run_classifier
+    from glyffuser.stages.classifier import run_classifier
 
     return run_classifier(load_params(args.params), args.definitions, args.glyphs, args.out)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> dict:
-    from glyffuser.evaluate import EvaluatePaths, run_evaluate
+    from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
 
     paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out)
     return run_evaluate(load_params(args.params), paths, track=not args.no_mlflow)
 
 
 def _cmd_umap(args: argparse.Namespace) -> dict:
-    from glyffuser.atlas import run_umap
+    from glyffuser.stages.umap import run_umap
 
     return run_umap(load_params(args.params), args.definitions, args.glyphs, args.sources, args.samples,
                     args.out, track=not args.no_mlflow, model=args.model)
 
 
 def _cmd_figures(args: argparse.Namespace) -> dict:
-    from glyffuser.figures import FigurePaths, run_figures
-
-    from glyffuser.atomic import check_output
-    from glyffuser.sources import SourceManifest
+    from glyffuser.artifacts.atomic import check_output
+    from glyffuser.artifacts.source_manifest import SourceManifest
+    from glyffuser.stages.figures import FigurePaths, run_figures
 
     check_output(args.out, folder=True)  # before reading anything
     font = args.sources / SourceManifest.read(args.sources).font_file
@@ -131,7 +130,7 @@ def _cmd_figures(args: argparse.Namespace) -> dict:
 
 
 def _cmd_guide(args: argparse.Namespace) -> dict:
-    from glyffuser.guide import GuidePaths, run_guide
+    from glyffuser.stages.guide import GuidePaths, run_guide
 
     paths = GuidePaths(args.figures, args.umap, args.evaluate, args.train_metrics, args.render_report,
                        args.classifier / "report.json", args.model, args.out)
@@ -143,6 +142,18 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate)
     serve(load_params(args.params), paths, args.port)
+
+
+def _cmd_profile(args: argparse.Namespace) -> dict | None:
+    from glyffuser.profiles import run_profile
+
+    # argparse hands everything after NAME over as is: --print there is ours, the rest after -- is dvc's
+    ours, dvc_args = args.dvc_args, []
+    if "--" in ours:
+        ours, dvc_args = ours[: ours.index("--")], ours[ours.index("--") + 1:]
+    if unknown := [a for a in ours if a != "--print"]:
+        raise GlyffuserError(f"unknown arguments {' '.join(unknown)}: put dvc exp run's own after --")
+    return run_profile(args.name, args.params, dvc_args, print_only=args.print or "--print" in ours)
 
 
 # Where each stage's inputs live by default: the paths dvc.yaml wires together.
@@ -163,9 +174,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"glyffuser: error: {message} (see: {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _sample_options(p: argparse.ArgumentParser) -> None:
     from glyffuser.limits import MAX_GLYPHS, MAX_PER_PROMPT, MAX_SEED
 
+    p.add_argument("prompt", nargs="*", help="prompts; none: the fixed grid of params `sample` (the DVC stage)")
+    p.add_argument("--prompts-file", type=Path,
+                   help="UTF-8, one prompt per line (blank lines and lines starting with # are skipped); writes one "
+                        "PNG per sample + manifest.json into --out, beside what that folder already holds")
+    p.add_argument("-n", type=int, help=f"samples per prompt, 1..{MAX_PER_PROMPT} and at most {MAX_GLYPHS:,} glyphs in all "
+                                        "(default: 4, 1 with --prompts-file, sample.seeds for the grid)")
+    p.add_argument("--steps", type=int, help="sampler steps, 1..the model's training timesteps (default: sample.steps)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")
+    p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpmsolver++"], help="sampler (default: sample.scheduler)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"first seed; sample j of each prompt uses seed + j, which must stay within 0..{MAX_SEED:,}")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
+    p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file; glyffuser replaces only "
+                                            "files of the kind it writes, never a folder or a read-only file")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="glyffuser", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -197,23 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", type=Path, default=Path("data/train/checkpoints"))
     p.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
 
-    p = command("sample", _cmd_sample, "generate glyphs from English prompts with a trained model")
-    p.add_argument("prompt", nargs="*", help="prompts; none: the fixed grid of params `sample` (the DVC stage)")
-    p.add_argument("--prompts-file", type=Path,
-                   help="UTF-8, one prompt per line (blank lines and lines starting with # are skipped); writes one "
-                        "PNG per sample + manifest.json into --out, beside what that folder already holds")
-    p.add_argument("-n", type=int, help=f"samples per prompt, 1..{MAX_PER_PROMPT} and at most {MAX_GLYPHS:,} glyphs in all "
-                                        "(default: 4, 1 with --prompts-file, sample.seeds for the grid)")
-    p.add_argument("--steps", type=int, help="sampler steps, 1..the model's training timesteps (default: sample.steps)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")
-    p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpmsolver++"], help="sampler (default: sample.scheduler)")
-    p.add_argument("--seed", type=int, default=0,
-                   help=f"first seed; sample j of each prompt uses seed + j, which must stay within 0..{MAX_SEED:,}")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
-    p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
-    p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file; glyffuser replaces only "
-                                            "files of the kind it writes, never a folder or a read-only file")
+    _sample_options(command("sample", _cmd_sample, "generate glyphs from English prompts with a trained model"))
 
     p = command("classifier", _cmd_classifier, "train the radical classifier that judges generated glyphs")
     inputs(p, "definitions", "glyphs")
@@ -254,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"), help="the map samples are placed on")
     p.add_argument("--evaluate", type=Path, default=Path("data/evaluate/metrics.json"), help="its copy threshold")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s; 0: a free one)")
+    p = command("profile", _cmd_profile, "run a profile (profiles/NAME.yaml: the keys that differ from params.yaml) "
+                "as a DVC experiment: dvc exp run -n NAME -S key=value ...")
+    p.add_argument("name", help="smoke, gpu, or a path to a .yaml file of overrides")
+    p.add_argument("--print", action="store_true", help="print the dvc exp run command instead of running it")
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after -- (e.g. -- -f --temp)")
     return parser
 
 

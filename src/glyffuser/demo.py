@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glyffuser.atlas import radical_label
+from glyffuser.artifacts.glyph_tables import read_glyph_tables
+from glyffuser.artifacts.images import pngs_to_tensor, radical_label, tensor_to_images
+from glyffuser.artifacts.tables import read_table
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.process import check_sampling
 from glyffuser.errors import GlyffuserError
-from glyffuser.images import pngs_to_tensor, tensor_to_images
 from glyffuser.limits import MAX_SEED, check_request, clean_prompt
 from glyffuser.params import Params
-from glyffuser.pipeline import GlyffuserPipeline, check_sampling
-from glyffuser.tables import read_table
 
 MAX_GLYPHS = 16
 MAX_PROMPT_CHARS = 200
@@ -54,7 +55,7 @@ class Playground:
     """The model, its judge and the data it is compared with; `generate` is what the page runs."""
 
     def __init__(self, params: Params, paths: DemoPaths):
-        from glyffuser.classifier import load_classifier
+        from glyffuser.analysis.judge import load_classifier
 
         self.workers: list[threading.Thread] = []  # every sampling thread started (tests check none outlives its job)
 
@@ -62,8 +63,7 @@ class Playground:
         self.params = params
         self.pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast())
         self.net, _ = load_classifier(paths.classifier)
-        defs, _ = read_table(paths.definitions, required=("codepoint", "character", "definition", "split"))
-        glyphs, _ = read_table(paths.glyphs, required=("png",))
+        defs, glyphs = read_glyph_tables(paths.definitions, paths.glyphs, ("character", "definition", "split"))
         train = np.flatnonzero(np.array(defs.column("split").to_pylist()) == "train")
         train_defs = defs.take(train)
         self.chars = train_defs.column("character").to_pylist()
@@ -140,7 +140,7 @@ class Playground:
 
     def readings(self, x: torch.Tensor, top: int = 3, neighbours: int = 3) -> list[dict]:
         """Per glyph: the classifier's top radicals and the nearest training glyphs (RMS distance, ±1 px shift)."""
-        from glyffuser.metrics import nearest_k
+        from glyffuser.analysis.metrics import nearest_k
 
         with torch.inference_mode():
             logits = self.net(torch.nn.functional.interpolate(x, size=self.net.resolution, mode="area")

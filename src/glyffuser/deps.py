@@ -18,7 +18,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def _module_file(name: str) -> Path:
-    """'glyffuser.train' -> .../glyffuser/train.py; 'glyffuser' -> .../glyffuser/__init__.py."""
+    """'glyffuser.stages.train' -> .../glyffuser/train.py; 'glyffuser' -> .../glyffuser/__init__.py."""
     parts = name.split(".")[1:]
     path = PACKAGE_DIR.joinpath(*parts)
     return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")

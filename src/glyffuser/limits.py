@@ -5,7 +5,9 @@
   near 2^64 overflowed torch's generator);
 - -n: at most MAX_PER_PROMPT samples per prompt and MAX_GLYPHS glyphs per call, because a call holds
   all its images in memory (100,000 glyphs took over 3 GB) and a grid row is n cells wide;
-- steps: 1 .. the model's training timesteps (checked against the model in `pipeline.check_sampling`);
+- steps: 1 .. the model's training timesteps (checked against the model in `process.check_sampling`);
+- guidance: a finite number >= 0 (`params.check_guidance`, shared by params.yaml, the CLI, the pipeline
+  and the playground);
 - a prompt must hold a visible character: whitespace, control and zero-width characters alone ask for
   nothing.
 """
@@ -45,3 +47,4 @@ def check_request(prompts: int, n: int, seed: int) -> None:
                              f"{MAX_GLYPHS:,} (split the prompts file)")
     if not 0 <= seed <= MAX_SEED - (n - 1):
         raise GlyffuserError(f"the seed must be 0..{MAX_SEED:,} with seed + n - 1 <= {MAX_SEED:,}, got {seed:,}")
+

@@ -6,16 +6,39 @@ value fails here with the dotted key in the message, before any work starts.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from glyffuser.errors import GlyffuserError
 
 DEFAULT_PARAMS = Path("params.yaml")
+
+
+class InvalidSetting(GlyffuserError, ValueError):
+    """A bad number; a ValueError too, so params.yaml's validation reports it as one of its own."""
+
+
+def check_guidance(value: object, name: str = "guidance") -> float:
+    """Classifier-free guidance scale: finite and >= 0 (0 unconditional, 1 conditional, > 1 guided)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidSetting(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_steps(steps: object, timesteps: int, name: str = "steps") -> int:
+    """Sampler steps: from 1 to the model's training timesteps."""
+    if not 1 <= steps <= timesteps:
+        raise InvalidSetting(f"{name} must be between 1 and the model's {timesteps} training timesteps, got {steps}")
+    return steps
+
+
+# A guidance scale wherever one is given (params.yaml, --guidance, the pipeline, the playground): one check.
+Guidance = Annotated[float, AfterValidator(check_guidance)]
 
 
 class _Group(BaseModel):
@@ -123,7 +146,7 @@ class TrainParams(_Group):
     keep_checkpoints: Annotated[int, Field(ge=1)]
     val_images: Annotated[int, Field(ge=0)]
     eval_steps: Annotated[int, Field(ge=1, le=1000)]
-    eval_guidance: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    eval_guidance: Guidance
     snapshot_every: Annotated[int, Field(ge=0)]
     compile: Literal["auto"] | bool
     channels_last: Literal["auto"] | bool
@@ -158,7 +181,7 @@ class SampleParams(_Group):
     prompts: Annotated[list[str], Field(min_length=1)]
     seeds: Annotated[int, Field(ge=1, le=64)]
     steps: Annotated[int, Field(ge=1, le=1000)]
-    guidance: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    guidance: Guidance
     scheduler: Literal["ddpm", "ddim", "dpmsolver++"]
     bf16: Literal["auto"] | bool
     compile: bool
@@ -211,7 +234,7 @@ class FiguresParams(_Group):
     step_counts: Annotated[list[Annotated[int, Field(ge=1, le=1000)]], Field(min_length=1)]
     single_step_prompt: str
     guidance_prompts: Annotated[list[str], Field(min_length=1)]
-    guidance_scales: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)]
+    guidance_scales: Annotated[list[Guidance], Field(min_length=1)]
     animation_prompts: Annotated[list[str], Field(min_length=1)]
     animation_steps: Annotated[int, Field(ge=2, le=1000)]
     step_samplers: Annotated[list[Literal["ddpm", "ddim", "dpmsolver++"]], Field(min_length=1)]

@@ -41,7 +41,7 @@ def require_store(timeout: float = 10.0) -> str:
     disagree. A store that fails later, after this check, costs only the record: one warning line, and
     the stage keeps its outputs and exits 0 (see `log_to_model_run`). No check waits longer than
     `timeout` seconds (MLflow itself retried a read-only SQLite store for ~108 s)."""
-    from glyffuser.atomic import _check_place
+    from glyffuser.artifacts.atomic import _check_place
 
     hint = "set MLFLOW_TRACKING_URI to a writable store, or pass --no-mlflow"
     try:

@@ -11,14 +11,15 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image, ImageDraw, ImageFont
 
-from glyffuser.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.fonts import GlyphRenderer
+from glyffuser.artifacts.images import from_png, to_png
+from glyffuser.artifacts.source_manifest import SourceManifest
+from glyffuser.artifacts.tables import write_table
+from glyffuser.artifacts.unihan import clean_definition, parse_radical_strokes, read_field, split_of
 from glyffuser.errors import GlyffuserError
-from glyffuser.glyphs import GlyphRenderer, from_png, to_png
 from glyffuser.params import Params
 from glyffuser.progress import progress
-from glyffuser.sources import SourceManifest
-from glyffuser.tables import write_table
-from glyffuser.unihan import clean_definition, parse_radical_strokes, read_field, split_of
 
 
 @dataclass(frozen=True)

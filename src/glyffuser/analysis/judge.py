@@ -11,8 +11,6 @@ Plain torch: the PyPI torchvision build does not import beside the local torch.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,42 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glyffuser.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.atomic import atomic_outputs
+from glyffuser.artifacts.glyph_tables import LabelledGlyphs
 from glyffuser.errors import GlyffuserError
-from glyffuser.images import pngs_to_tensor
-from glyffuser.params import Params
 from glyffuser.progress import progress
-from glyffuser.tables import read_table
 
 NUM_RADICALS = 214
 WEIGHTS, REPORT = "classifier.pt", "report.json"
-
-
-@dataclass
-class LabelledGlyphs:
-    """Glyphs of one split at one resolution: images (N,1,R,R) in [-1,1], radicals 1..214."""
-
-    images: torch.Tensor
-    radicals: np.ndarray
-    codepoints: np.ndarray
-    definitions: list[str]
-
-
-def load_glyph_splits(definitions_path: Path, glyphs_path: Path, resolution: int) -> dict[str, LabelledGlyphs]:
-    defs, _ = read_table(definitions_path, required=("codepoint", "definition", "radical", "split"))
-    glyphs, _ = read_table(glyphs_path, required=("codepoint", "png"))
-    codepoints = defs.column("codepoint").to_numpy()
-    if glyphs.column("codepoint").to_pylist() != codepoints.tolist():
-        raise GlyffuserError(f"{glyphs_path} and {definitions_path} list different characters: re-run the render stage")
-    images = pngs_to_tensor(glyphs.column("png").to_pylist(), resolution)
-    splits = np.array(defs.column("split").to_pylist())
-    radicals = defs.column("radical").to_numpy().astype(np.int64)
-    texts = defs.column("definition").to_pylist()
-    out = {}
-    for name in ("train", "validation", "test"):
-        idx = np.nonzero(splits == name)[0]
-        out[name] = LabelledGlyphs(images[idx], radicals[idx], codepoints[idx], [texts[i] for i in idx])
-    return out
 
 
 class RadicalNet(nn.Module):
@@ -194,29 +163,6 @@ def load_classifier(folder: Path) -> tuple[RadicalNet, dict]:
 def accuracy(net: RadicalNet, glyphs: LabelledGlyphs) -> float:
     predicted, _ = predict(net, glyphs.images)
     return float((predicted == glyphs.radicals).mean())
-
-
-def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -> dict:
-    """Stage `classifier`: train on the train split at the training resolution; the test split is its ceiling."""
-    c = params.classifier
-    check_outputs(out / WEIGHTS, out / REPORT)
-    splits = load_glyph_splits(definitions, glyphs, params.train.resolution)
-    start = time.perf_counter()
-    net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width, params.base.seed, c.weight_decay,
-                           c.label_smoothing, show_progress=True)
-    minutes = (time.perf_counter() - start) / 60
-    report = {
-        "test_accuracy": accuracy(net, splits["test"]),
-        "validation_accuracy": accuracy(net, splits["validation"]),
-        "train_accuracy": accuracy(net, LabelledGlyphs(splits["train"].images[:4096], splits["train"].radicals[:4096],
-                                                       splits["train"].codepoints[:4096], [])),
-        "chance": majority_share(splits["train"].radicals, splits["test"].radicals),
-        "resolution": params.train.resolution,
-        "train_images": len(splits["train"].radicals),
-        "train_minutes": round(minutes, 2),
-    }
-    save_classifier(net, out, report)
-    return report
 
 
 def majority_share(train_radicals: np.ndarray, test_radicals: np.ndarray) -> float:

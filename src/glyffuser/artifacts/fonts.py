@@ -7,7 +7,6 @@ is +1 and full ink is -1 (see `images.py`).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from fontTools.ttLib import TTFont
@@ -58,13 +57,3 @@ class GlyphRenderer:
     def _is_notdef(self, ink: Image.Image) -> bool:
         ref = self._notdef
         return ref is not None and ink.size == ref.size and ImageChops.difference(ink, ref).getbbox() is None
-
-
-def to_png(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def from_png(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data)).convert("L")

@@ -6,13 +6,23 @@ so the background is +1 and full ink -1; generated tensors map back the same way
 
 from __future__ import annotations
 
+import base64
+import io
 import textwrap
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from glyffuser.glyphs import from_png
+
+def to_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def from_png(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("L")
 
 
 def pngs_to_tensor(pngs: list[bytes], resolution: int) -> torch.Tensor:
@@ -49,3 +59,19 @@ def labelled_grid(images: list[Image.Image], columns: int, row_labels: list[str]
         for j, line in enumerate(textwrap.wrap(label, width=max(8, lw // 7))[:3]):
             draw.text((4, pad + r * (cell + pad) + 4 + 14 * j), line, fill=0, font=font)
     return grid
+
+
+def thumbnail(png: bytes, size: int = 32) -> str:
+    """A glyph as a base64 PNG of `size` px in 4 grey levels (~250 bytes: keeps the HTML page small)."""
+    img = from_png(png)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BOX if img.width % size == 0 else Image.LANCZOS)
+    levels = (np.asarray(img).astype(np.int32) * 4 // 256 * 85).astype(np.uint8)  # 0, 85, 170, 255
+    buf = io.BytesIO()
+    Image.fromarray(levels).quantize(4).save(buf, "PNG", optimize=True, bits=2)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def radical_label(r: int) -> str:
+    """'⽔ 85': the Kangxi Radicals block (U+2F00..) holds the 214 radicals in order."""
+    return f"{chr(0x2F00 + r - 1)} {r}"

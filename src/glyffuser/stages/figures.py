@@ -30,16 +30,31 @@ import torch
 from diffusers import DDPMScheduler
 from PIL import Image
 
-from glyffuser.atomic import atomic_outputs, check_output
-from glyffuser.diffusion import sampler, training_scheduler
+from glyffuser.analysis.diffusion_plots import (
+    busiest_pixel,
+    density_figures,
+    forward_q_figure,
+    gaussian_1d_figure,
+    standardise,
+    timesteps_at,
+)
+from glyffuser.artifacts.atomic import atomic_outputs, check_output
+from glyffuser.artifacts.glyph_tables import read_glyph_tables
+from glyffuser.artifacts.images import pngs_to_tensor, tensor_to_images
+from glyffuser.artifacts.tables import read_table
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.process import (
+    forward_sample,
+    guided_output,
+    initial_noise,
+    solver,
+    target_at,
+    training_scheduler,
+    x0_from_output,
+)
+from glyffuser.diffusion.unet import image_size, pool_text
 from glyffuser.errors import GlyffuserError
-from glyffuser.geometry import (busiest_pixel, density_figures, forward_q_figure, gaussian_1d_figure, standardise,
-                                timesteps_at)
-from glyffuser.images import pngs_to_tensor, tensor_to_images
-from glyffuser.model import denoise, image_size, pool_text
 from glyffuser.params import Params
-from glyffuser.pipeline import GlyffuserPipeline, guided_batch
-from glyffuser.tables import read_table
 
 SEEDS = 4  # samples per cell row in the step, single-step and guidance figures
 
@@ -159,7 +174,7 @@ def forward_figure(path: Path, glyph: torch.Tensor, timesteps: list[int], model_
     rows, labels = [], []
     schedules = [(name, training_scheduler(name, "v_prediction", False).alphas_cumprod) for name in ("linear", "cosine")]
     for name, abar in [*schedules, ("this model's", model_abar)]:
-        rows.append([abar[t].sqrt() * glyph + (1 - abar[t]).sqrt() * noise for t in timesteps])
+        rows.append([forward_sample(glyph, noise, abar[t]) for t in timesteps])
         labels.append(name)
     cols = [f"t={t}" for t in timesteps]
     image_table(path, rows, labels, cols, "forward diffusion of one glyph, one noise draw, three schedules "
@@ -172,40 +187,16 @@ def _encode(pipe: GlyffuserPipeline, prompts: list[str], per_prompt: int):
     return text[rows], mask[rows], empty
 
 
-def _noise(seeds: list[int], res: int) -> torch.Tensor:
-    """The starting noise of `sample` for these seeds: (N, 1, R, R)."""
-    return torch.cat([torch.randn(1, 1, res, res, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
-@torch.inference_mode()
-def model_output(pipe: GlyffuserPipeline, x: torch.Tensor, t: int, text, mask, empty, guidance: float) -> torch.Tensor:
-    """The guided network output (v or ε, as trained) for a batch x_t at one timestep t, in fp32."""
-    n = len(x)
-    both, both_mask = guided_batch(text, mask, empty)
-    device = pipe.unet.device
-    out = denoise(pipe.unet, torch.cat([x, x]).to(device), torch.full((2 * n,), t, device=device),
-                  both.float().to(device), both_mask.to(device)).float().cpu()
-    c, u = out.chunk(2)
-    return u + guidance * (c - u)
-
-
-def x0_from_output(pipe: GlyffuserPipeline, x: torch.Tensor, t: int, out: torch.Tensor) -> torch.Tensor:
-    """x̂₀ from x_t and the network output: x_t = √ᾱ x₀ + √(1-ᾱ) ε, v = √ᾱ ε − √(1-ᾱ) x₀."""
-    a = DDPMScheduler.from_config(pipe.scheduler_config).alphas_cumprod[t]
-    if pipe.scheduler_config["prediction_type"] == "v_prediction":
-        return a.sqrt() * x - (1 - a).sqrt() * out
-    return (x - (1 - a).sqrt() * out) / a.sqrt()
-
-
 def guess_x0(pipe: GlyffuserPipeline, x: torch.Tensor, t: int, text, mask, empty, guidance: float) -> torch.Tensor:
     """The model's one-call guess of the clean glyph from x_t, clipped to [-1, 1]."""
-    return x0_from_output(pipe, x, t, model_output(pipe, x, t, text, mask, empty, guidance)).clamp(-1, 1)
+    out = guided_output(pipe.unet, x, t, text, mask, empty, guidance)
+    return x0_from_output(pipe.scheduler_config, x, t, out).clamp(-1, 1)
 
 
 def one_step_guess(pipe: GlyffuserPipeline, text, mask, empty, seeds: list[int], guidance: float) -> torch.Tensor:
     """x0 predicted by one model call at t = T from pure noise, with classifier-free guidance."""
     t = int(pipe.scheduler_config["num_train_timesteps"]) - 1
-    return guess_x0(pipe, _noise(seeds, pipe.resolution), t, text, mask, empty, guidance)
+    return guess_x0(pipe, initial_noise(seeds, pipe.resolution), t, text, mask, empty, guidance)
 
 
 def prediction_figure(path: Path, pipe: GlyffuserPipeline, glyph: torch.Tensor, definition: str,
@@ -219,11 +210,10 @@ def prediction_figure(path: Path, pipe: GlyffuserPipeline, glyph: torch.Tensor, 
     rows: list[list[torch.Tensor]] = [[], [], [], []]
     errors = []
     for t in timesteps:
-        a = abar[t]
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        truth = a.sqrt() * noise - (1 - a).sqrt() * x0 if vpred else noise
-        out = model_output(pipe, xt, t, text, mask, empty, 1.0)  # conditional, no guidance: what training fits
-        for row, image in zip(rows, (xt, truth, out, x0_from_output(pipe, xt, t, out).clamp(-1, 1))):
+        xt = forward_sample(x0, noise, abar[t])
+        truth = target_at(x0, noise, abar[t], "v_prediction" if vpred else "epsilon")
+        out = guided_output(pipe.unet, xt, t, text, mask, empty, 1.0)  # conditional, no guidance: what training fits
+        for row, image in zip(rows, (xt, truth, out, x0_from_output(pipe.scheduler_config, xt, t, out).clamp(-1, 1))):
             row.append(image[0])
         errors.append({"t": t, "mse": float(((out - truth) ** 2).mean()), "target_variance": float(truth.var())})
     name = "v" if vpred else "ε"
@@ -250,7 +240,7 @@ def denoise_gif(path: Path, pipe: GlyffuserPipeline, prompts: list[str], steps: 
             sheet.paste(c.resize((size, size), Image.NEAREST), (4 + q * (size + 4), 4 + r * (size + 4)))
         return sheet
 
-    start = _noise(seeds, pipe.resolution)
+    start = initial_noise(seeds, pipe.resolution)
     frames.append(frame(start.clamp(-1, 1)))
     # The pipeline's own sampler: at high guidance DDIM's clipped x̂_0 overshoots into speckled glyphs (steps.png).
     pipe.sample(text, mask, empty, seeds, steps, guidance, "dpmsolver++",
@@ -285,15 +275,15 @@ def _quantised(x: torch.Tensor) -> torch.Tensor:
 def trajectory_figures(image_path: Path, curve_path: Path, pipe: GlyffuserPipeline, net, prompt: str, radical: int,
                        seeds: int, steps: int, guidance: float, scheduler: str) -> dict:
     """One sampling run of `prompt` for many seeds: x_t and the model's x̂₀ at every step, read by the classifier."""
-    from glyffuser.classifier import predict
+    from glyffuser.analysis.judge import predict
 
     plt = _plt()
     text, mask, empty = _encode(pipe, [prompt], seeds)
     seed_list = list(range(seeds))
-    sched = sampler(scheduler, pipe.scheduler_config)
+    sched = solver(scheduler, pipe.scheduler_config)
     sched.set_timesteps(steps)
     timesteps = [int(t) for t in sched.timesteps]
-    states = [_noise(seed_list, pipe.resolution)]
+    states = [initial_noise(seed_list, pipe.resolution)]
     final = pipe.sample(text, mask, empty, seed_list, steps, guidance, scheduler,
                         callback=lambda i, t, x: states.append(x))
     states = states[:steps]  # x_t before each step: noise, then after steps 1 .. steps-1
@@ -332,8 +322,8 @@ def trajectory_figures(image_path: Path, curve_path: Path, pipe: GlyffuserPipeli
 def guidance_curve(path: Path, pipe: GlyffuserPipeline, net, prompts: list[str], radicals: dict[str, int],
                    seeds: int, scales: list[float], steps: int, scheduler: str) -> list[dict]:
     """The sample grid (every prompt × seeds) at each guidance scale, judged like the evaluate stage's grid."""
-    from glyffuser.classifier import predict
-    from glyffuser.metrics import adherence, two_tone_share
+    from glyffuser.analysis.judge import predict
+    from glyffuser.analysis.metrics import adherence, two_tone_share
 
     plt = _plt()
     text, mask, empty = _encode(pipe, prompts, seeds)
@@ -367,8 +357,8 @@ def guidance_curve(path: Path, pipe: GlyffuserPipeline, net, prompts: list[str],
 def prompt_neighbours(pipe: GlyffuserPipeline, prompts: list[str], embeddings: Path, definitions: dict[int, str],
                       pngs: dict[int, bytes], k: int = 5) -> list[dict]:
     """Each prompt's tokens, and the k training definitions nearest to it (cosine of mean-pooled embeddings)."""
-    from glyffuser.atlas import thumbnail
-    from glyffuser.embed import load_embeddings
+    from glyffuser.artifacts.embeddings import load_embeddings
+    from glyffuser.artifacts.images import thumbnail
 
     emb = load_embeddings(embeddings)
     pooled = torch.cat([pool_text(h.float(), m) for h, m in zip(emb.hidden.split(2048), emb.mask.split(2048))])
@@ -389,6 +379,42 @@ def prompt_neighbours(pipe: GlyffuserPipeline, prompts: list[str], embeddings: P
     return out
 
 
+def trajectory_section(tmp: Path, pipe: GlyffuserPipeline, net, params: Params) -> dict:
+    """Section 8: the one-step guess from pure noise beside full sampling, then the trajectory (with a judge)."""
+    f, s = params.figures, params.sample
+    seeds = list(range(SEEDS))
+    text, mask, empty = _encode(pipe, [f.single_step_prompt], SEEDS)
+    guess = one_step_guess(pipe, text, mask, empty, seeds, s.guidance)
+    full = pipe.sample(text, mask, empty, seeds, s.steps, s.guidance, s.scheduler)
+    image_table(tmp / "single_step.png", [list(guess), list(full)],
+                ["one-step guess\nfrom pure noise", f"{s.steps}-step\nsampling"], [f"seed {i}" for i in seeds],
+                f"“{f.single_step_prompt}”: the model's x̂₀ at t = T is the average of plausible glyphs")
+    if net is None:
+        return {}
+    return {"trajectory": trajectory_figures(
+        tmp / "trajectory.png", tmp / "trajectory_curve.png", pipe, net, f.single_step_prompt,
+        params.evaluate.prompt_radicals[f.single_step_prompt], f.trajectory_seeds, s.steps, s.guidance, s.scheduler)}
+
+
+def guidance_section(tmp: Path, pipe: GlyffuserPipeline, net, params: Params) -> dict:
+    """Section 9: two seeds per prompt at each guidance scale, and (with a judge) the grid's adherence curve."""
+    f, s = params.figures, params.sample
+    rows, labels = [], []
+    for prompt in f.guidance_prompts:
+        text, mask, empty = _encode(pipe, [prompt], 2)
+        per_scale = [pipe.sample(text, mask, empty, [0, 1], s.steps, g, s.scheduler) for g in f.guidance_scales]
+        for j in range(2):
+            rows.append([x[j] for x in per_scale])
+            labels.append(f"{prompt}\nseed {j}")
+    image_table(tmp / "guidance.png", rows, labels, [f"w = {g:g}" for g in f.guidance_scales],
+                f"classifier-free guidance sweep ({SAMPLER_NAMES[s.scheduler]}, {s.steps} steps)")
+    if net is None:
+        return {}
+    return {"guidance_curve": guidance_curve(tmp / "guidance_curve.png", pipe, net, s.prompts,
+                                             params.evaluate.prompt_radicals, s.seeds, f.guidance_scales, s.steps,
+                                             s.scheduler)}
+
+
 def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     f, s, seed = params.figures, params.sample, params.base.seed
     check_output(paths.out, folder=True)
@@ -399,8 +425,7 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     start = time.perf_counter()
     pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     res = image_size(pipe.unet)
-    defs, _ = read_table(paths.definitions, columns=["codepoint", "definition"])
-    glyphs, _ = read_table(paths.glyphs, required=("png",))
+    defs, glyphs = read_glyph_tables(paths.definitions, paths.glyphs, ("definition",))
     codepoints = defs.column("codepoint").to_pylist()
     definitions = defs.column("definition").to_pylist()
     if ord(f.pixel_glyph) not in codepoints:
@@ -415,10 +440,9 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
     levels = timesteps_at(abar, f.signal_levels)
     net = None
     if paths.classifier is not None:
-        from glyffuser.classifier import load_classifier
+        from glyffuser.analysis.judge import load_classifier
 
         net, _ = load_classifier(paths.classifier)
-    seeds = list(range(SEEDS))
     report: dict = {"resolution": res, "pixel_glyph": f.pixel_glyph, "prediction": pipe.scheduler_config["prediction_type"],
                     "sampler": s.scheduler, "steps": s.steps, "guidance": s.guidance}
 
@@ -446,31 +470,9 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
             report["neighbours"] = prompt_neighbours(pipe, s.prompts, paths.embeddings, dict(zip(codepoints, definitions)),
                                                      dict(zip(codepoints, pngs)))
         # 8. "gold": the one-step guess, then the whole trajectory read by the classifier
-        text, mask, empty = _encode(pipe, [f.single_step_prompt], SEEDS)
-        guess = one_step_guess(pipe, text, mask, empty, seeds, s.guidance)
-        full = pipe.sample(text, mask, empty, seeds, s.steps, s.guidance, s.scheduler)
-        image_table(tmp / "single_step.png", [list(guess), list(full)],
-                    ["one-step guess\nfrom pure noise", f"{s.steps}-step\nsampling"], [f"seed {i}" for i in seeds],
-                    f"“{f.single_step_prompt}”: the model's x̂₀ at t = T is the average of plausible glyphs")
-        if net is not None:
-            report["trajectory"] = trajectory_figures(
-                tmp / "trajectory.png", tmp / "trajectory_curve.png", pipe, net, f.single_step_prompt,
-                params.evaluate.prompt_radicals[f.single_step_prompt], f.trajectory_seeds, s.steps, s.guidance,
-                s.scheduler)
+        report.update(trajectory_section(tmp, pipe, net, params))
         # 9. guidance
-        rows, labels = [], []
-        for prompt in f.guidance_prompts:
-            text, mask, empty = _encode(pipe, [prompt], 2)
-            per_scale = [pipe.sample(text, mask, empty, [0, 1], s.steps, g, s.scheduler) for g in f.guidance_scales]
-            for j in range(2):
-                rows.append([x[j] for x in per_scale])
-                labels.append(f"{prompt}\nseed {j}")
-        image_table(tmp / "guidance.png", rows, labels, [f"w = {g:g}" for g in f.guidance_scales],
-                    f"classifier-free guidance sweep ({SAMPLER_NAMES[s.scheduler]}, {s.steps} steps)")
-        if net is not None:
-            report["guidance_curve"] = guidance_curve(tmp / "guidance_curve.png", pipe, net, s.prompts,
-                                                      params.evaluate.prompt_radicals, s.seeds, f.guidance_scales,
-                                                      s.steps, s.scheduler)
+        report.update(guidance_section(tmp, pipe, net, params))
         report["figures"] = sorted(p.name for p in tmp.iterdir()) + ["report.json"]
         report["minutes"] = round((time.perf_counter() - start) / 60, 2)
         (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

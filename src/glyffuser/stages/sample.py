@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from glyffuser.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.images import labelled_grid
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
 from glyffuser.errors import GlyffuserError
-from glyffuser.images import labelled_grid
 from glyffuser.limits import clean_prompt
-from glyffuser.pipeline import GlyffuserPipeline
 
 
 def read_prompts(path: Path) -> list[str]:

@@ -8,9 +8,7 @@ as an interactive HTML page where hovering a point shows its glyph, character an
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 import json
 import time
 import warnings
@@ -19,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image
 
-from glyffuser.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.glyph_tables import read_glyph_tables
+from glyffuser.artifacts.images import pngs_to_tensor, radical_label, thumbnail
+from glyffuser.artifacts.source_manifest import SourceManifest
+from glyffuser.artifacts.tables import read_table, write_table
 from glyffuser.errors import GlyffuserError
-from glyffuser.glyphs import from_png
-from glyffuser.images import pngs_to_tensor
 from glyffuser.params import Params
-from glyffuser.sources import SourceManifest
-from glyffuser.tables import read_table, write_table
 
 # First ideographic description character of a decomposition -> layout name.
 LAYOUTS = {"⿰": "left-right", "⿲": "left-right", "⿱": "top-bottom", "⿳": "top-bottom", "⿻": "overlaid",
@@ -70,11 +67,6 @@ def kde(xy: np.ndarray, bins: int, sigma: float, extent: tuple[float, float, flo
     hist, _, _ = np.histogram2d(xy[:, 0], xy[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
     density = gaussian_filter(hist, sigma)
     return density / density.sum()
-
-
-def radical_label(r: int) -> str:
-    """'⽔ 85': the Kangxi Radicals block (U+2F00..) holds the 214 radicals in order."""
-    return f"{chr(0x2F00 + r - 1)} {r}"
 
 
 PLOTS = ("umap_density.png", "umap_radicals.png", "umap_layouts.png", "umap_samples.png", "umap_prompts.png")
@@ -196,17 +188,6 @@ cv.onmouseleave=()=>tip.style.display='none';
 """
 
 
-def thumbnail(png: bytes, size: int = 32) -> str:
-    """A glyph as a base64 PNG of `size` px in 4 grey levels (~250 bytes: keeps the HTML page small)."""
-    img = from_png(png)
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BOX if img.width % size == 0 else Image.LANCZOS)
-    levels = (np.asarray(img).astype(np.int32) * 4 // 256 * 85).astype(np.uint8)  # 0, 85, 170, 255
-    buf = io.BytesIO()
-    Image.fromarray(levels).quantize(4).save(buf, "PNG", optimize=True, bits=2)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def script_json(data) -> str:
     """JSON that is safe inside <script>: no '</script>', '<!--' or '&' can end or bend the script element."""
     text = json.dumps(data, ensure_ascii=False)
@@ -230,6 +211,36 @@ def project(images: torch.Tensor, components: int, seed: int):
     return pca.fit_transform(images.flatten(1).numpy()), pca
 
 
+def project_samples(samples_path: Path | None, reducer, pca, resolution: int):
+    """The evaluate stage's held-out, grid and empty-prompt samples, projected with the same PCA and UMAP:
+    (xy (M,2), kinds, prompts, pngs, predicted radicals, target radicals)."""
+    if samples_path is None:
+        return np.zeros((0, 2)), [], [], [], [], np.zeros(0, dtype=np.int16)
+    st, _ = read_table(samples_path, required=("kind", "prompt", "target_radical", "predicted_radical", "png"))
+    keep = [i for i, k in enumerate(st.column("kind").to_pylist()) if k in ("heldout", "grid", "empty")]
+    if not keep:
+        return np.zeros((0, 2)), [], [], [], [], np.zeros(0, dtype=np.int16)
+    st = st.take(keep)
+    pngs = st.column("png").to_pylist()
+    xy = reducer.transform(pca.transform(pngs_to_tensor(pngs, resolution).flatten(1).numpy()))
+    return (xy, st.column("kind").to_pylist(), st.column("prompt").to_pylist(), pngs,
+            st.column("predicted_radical").to_pylist(), st.column("target_radical").to_numpy())
+
+
+def layout_clusters(xy: np.ndarray, layouts: list[str], seed: int) -> list[dict]:
+    """The two large clusters: split the map in two (k-means) and compare their layouts."""
+    from sklearn.cluster import KMeans
+
+    clusters = KMeans(n_clusters=2, n_init=10, random_state=seed).fit_predict(xy)
+    layouts_arr = np.array(layouts)
+    report = []
+    for c in range(2):
+        sel = clusters == c
+        report.append({"glyphs": int(sel.sum()),
+                       **{f"share_{name}": float((layouts_arr[sel] == name).mean()) for name in LAYOUT_ORDER}})
+    return report
+
+
 def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, samples_path: Path | None,
              out: Path, track: bool = True, model: Path | None = None) -> dict:
     check_outputs(*(out / n for n in OUTPUTS))
@@ -238,12 +249,10 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
 
         require_store()
     import umap
-    from sklearn.cluster import KMeans
 
     u = params.umap
     start = time.perf_counter()
-    defs, _ = read_table(definitions, required=("codepoint", "character", "definition", "radical", "split"))
-    table, _ = read_table(glyphs, required=("png",))
+    defs, table = read_glyph_tables(definitions, glyphs, ("character", "definition", "radical", "split"))
     chars = defs.column("character").to_pylist()
     radicals = defs.column("radical").to_numpy().astype(np.int64)
     manifest = SourceManifest.read(sources)
@@ -258,29 +267,9 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
         warnings.filterwarnings("ignore", message="n_jobs value")
         xy = reducer.fit_transform(scores).astype(np.float64)
 
-    # Samples from the evaluate stage, projected with the same PCA and UMAP.
-    sample_xy, sample_kinds, sample_text, sample_pngs, sample_pred = np.zeros((0, 2)), [], [], [], []
-    sample_target = np.zeros(0, dtype=np.int16)
-    if samples_path is not None:
-        st, _ = read_table(samples_path, required=("kind", "prompt", "target_radical", "predicted_radical", "png"))
-        keep = [i for i, k in enumerate(st.column("kind").to_pylist()) if k in ("heldout", "grid", "empty")]
-        if keep:
-            st = st.take(keep)
-            sample_pngs = st.column("png").to_pylist()
-            sample_xy = reducer.transform(pca.transform(pngs_to_tensor(sample_pngs, u.resolution).flatten(1).numpy()))
-            sample_kinds = st.column("kind").to_pylist()
-            sample_text = st.column("prompt").to_pylist()
-            sample_pred = st.column("predicted_radical").to_pylist()
-            sample_target = st.column("target_radical").to_numpy()
-
-    # The two large clusters: split the map in two (k-means) and compare their layouts.
-    clusters = KMeans(n_clusters=2, n_init=10, random_state=params.base.seed).fit_predict(xy)
-    layouts_arr = np.array(layouts)
-    cluster_report = []
-    for c in range(2):
-        sel = clusters == c
-        cluster_report.append({"glyphs": int(sel.sum()),
-                               **{f"share_{name}": float((layouts_arr[sel] == name).mean()) for name in LAYOUT_ORDER}})
+    sample_xy, sample_kinds, sample_text, sample_pngs, sample_pred, sample_target = project_samples(
+        samples_path, reducer, pca, u.resolution)
+    cluster_report = layout_clusters(xy, layouts, params.base.seed)
     top = [int(r) for r in np.bincount(radicals).argsort()[::-1][:u.top_radicals]]
     report = {
         "glyphs": len(chars), "samples_projected": len(sample_kinds),
@@ -313,7 +302,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
         report["minutes"] = round((time.perf_counter() - start) / 60, 2)
         tmp["report.json"].write_text(json.dumps(report, indent=2) + "\n")
     if track and model is not None:
-        from glyffuser.pipeline import read_model_info
+        from glyffuser.artifacts.model_folder import read_model_info
         from glyffuser.tracking import log_to_model_run
 
         log_to_model_run(read_model_info(model), {"minutes": report["minutes"]},

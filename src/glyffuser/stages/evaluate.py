@@ -1,0 +1,336 @@
+"""Stage `evaluate`: how good and how prompt-faithful a trained model's glyphs are.
+
+Samples are drawn with the sample stage's sampler settings and judged by the radical classifier:
+- heldout: K samples from each of N test-split definitions (never trained on), scored against the
+  radical of the character the definition belongs to;
+- grid: the sample stage's prompt grid, scored against `evaluate.prompt_radicals`;
+- controls: the empty prompt, and the held-out definitions shuffled across characters, both scored
+  against the same targets. If either sits far above chance the metric measures something else.
+Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), stroke fidelity
+(glyffuser.analysis.fidelity: local stroke texture against the real test glyphs, which KID does not see), novelty
+(nearest training glyph against a copy threshold calibrated on real near-copies) and a text-only
+ceiling (linear probe from the pooled text embedding to the radical).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from PIL import Image, ImageDraw
+
+from glyffuser.analysis.fidelity import fidelity, stroke_codes
+from glyffuser.analysis.judge import load_classifier, majority_share, predict
+from glyffuser.analysis.metrics import (
+    adherence,
+    copy_threshold,
+    fid,
+    kid,
+    linear_probe,
+    near_copies,
+    nearest,
+    two_tone_share,
+)
+from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
+from glyffuser.artifacts.embeddings import load_embeddings
+from glyffuser.artifacts.glyph_tables import load_glyph_splits
+from glyffuser.artifacts.images import labelled_grid, tensor_to_images, to_png
+from glyffuser.artifacts.tables import write_table
+from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.unet import pool_text
+from glyffuser.errors import GlyffuserError
+from glyffuser.params import Params
+from glyffuser.progress import progress
+from glyffuser.tracking import log_to_model_run, require_store
+
+OUTPUTS = ("samples.parquet", "novelty.png", "grid.png", "metrics.json")
+
+
+@dataclass(frozen=True)
+class EvaluatePaths:
+    model: Path
+    classifier: Path
+    definitions: Path
+    glyphs: Path
+    embeddings: Path
+    out: Path  # folder: metrics.json, samples.parquet, novelty.png, grid.png
+
+    @property
+    def metrics(self) -> Path:
+        return self.out / "metrics.json"
+
+
+BATCH = 64  # glyphs per sampler batch
+
+
+def _draw(pipe: GlyffuserPipeline, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, seeds: list[int],
+          params: Params, bar, guidance: float | None = None) -> torch.Tensor:
+    s = params.sample
+    g = s.guidance if guidance is None else guidance
+    out = [pipe.sample(text[i:i + BATCH], mask[i:i + BATCH], empty, seeds[i:i + BATCH], s.steps, g, s.scheduler, bar)
+           for i in range(0, len(seeds), BATCH)]
+    return torch.cat(out)  # (N,1,R,R) in [-1,1]
+
+
+def framed_grid(images: list[Image.Image], columns: int, labels: list[str], hits: list[bool]) -> Image.Image:
+    """The prompt grid with a green frame where the classifier found the intended radical, red where not."""
+    cell, pad, lw = 64, 2, 150
+    grid = labelled_grid(images, columns, labels, cell=cell, label_width=lw).convert("RGB")
+    draw = ImageDraw.Draw(grid)
+    for i, hit in enumerate(hits):
+        r, c = divmod(i, columns)
+        x, y = lw + pad + c * (cell + pad), pad + r * (cell + pad)
+        draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(0, 160, 0) if hit else (210, 0, 0), width=2)
+    return grid
+
+
+def novelty_plot(copies: np.ndarray, real: np.ndarray, generated: np.ndarray, threshold: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
+    bins = np.linspace(0, max(copies.max(), real.max(), generated.max()) * 1.05, 60)
+    ax.hist(copies, bins, alpha=0.55, density=True, label="near-copies of training glyphs (shift, blur, tone)")
+    ax.hist(real, bins, alpha=0.55, density=True, label="real test glyphs (distinct characters)")
+    ax.hist(generated, bins, alpha=0.55, density=True, label="generated samples")
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"copy threshold {threshold:.3f}")
+    ax.set_xlabel("distance to the nearest training glyph (RMS, 0..1 ink scale, ±1 px shift allowed)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@dataclass
+class Plan:
+    """What is drawn: n held-out test characters (rows `pick` of the test split) × k seeds, and c of them as controls."""
+
+    n: int
+    k: int
+    pick: np.ndarray  # (n,) indices into the test split
+    rows: np.ndarray  # (n,) their rows in the embeddings table
+    targets: np.ndarray  # (n,) their radicals
+    rep: np.ndarray  # (n·k,) character of each held-out sample
+    ctrl: np.ndarray  # (c,) characters of the controls
+    shuffle: np.ndarray  # (c,) whose definition each shuffled control is drawn from
+
+
+def check_inputs(paths: EvaluatePaths, pipe: GlyffuserPipeline, emb, train, test) -> dict[int, int]:
+    """The embeddings match the model's encoder and hold every train and test character; codepoint -> row."""
+    if emb.meta.get("encoder_sha256", pipe.info["encoder_sha256"]) != pipe.info["encoder_sha256"]:
+        raise GlyffuserError(f"{paths.embeddings} comes from another text encoder than the model in {paths.model}")
+    row_of = {int(cp): i for i, cp in enumerate(emb.codepoints)}
+    if missing := [int(cp) for cp in np.concatenate([train.codepoints, test.codepoints]) if int(cp) not in row_of]:
+        raise GlyffuserError(f"{paths.embeddings} has no embedding of U+{missing[0]:04X} ({len(missing)} characters "
+                             f"missing): it was made from other definitions than {paths.definitions}; re-run the embed "
+                             "stage (dvc repro embed)")
+    return row_of
+
+
+def plan(e, test, row_of: dict[int, int], rng: np.random.Generator) -> Plan:
+    """Held-out definitions: N test characters (all by default), K samples each, seeds 0..N·K-1 in codepoint
+    order, so two models' samples pair up by (character, seed). The controls use C of the same characters."""
+    n = len(test.radicals) if e.heldout_characters == "all" else min(e.heldout_characters, len(test.radicals))
+    if n < 2:
+        raise GlyffuserError("the test split has fewer than 2 characters: widen render.ranges or raise render.split.test")
+    pick = np.arange(n) if n == len(test.radicals) else np.sort(rng.choice(len(test.radicals), n, replace=False))
+    rows = np.array([row_of[int(cp)] for cp in test.codepoints[pick]])
+    c = min(e.control_characters, n)
+    ctrl = np.sort(rng.choice(n, c, replace=False))
+    order = rng.permutation(c)  # a random cycle: every control character gets another one's definition
+    shuffle = np.empty(c, dtype=np.int64)
+    shuffle[order] = ctrl[np.roll(order, -1)]
+    k = e.samples_per_character
+    return Plan(n, k, pick, rows, test.radicals[pick], np.repeat(np.arange(n), k), ctrl, shuffle)
+
+
+def draw_all(pipe: GlyffuserPipeline, params: Params, emb, pl: Plan) -> dict[str, torch.Tensor]:
+    """Every sample the stage judges: held-out, the two controls, the prompt grid (as saved, 8-bit), the seed sweep."""
+    e, s = params.evaluate, params.sample
+    text, mask, c = emb.hidden[pl.rows], emb.mask[pl.rows], len(pl.ctrl)
+    n_grid = len(s.prompts) * s.seeds
+    print(f"evaluate: {pl.n * pl.k} held-out samples, {c} empty-prompt, {c} shuffled, {n_grid} grid", flush=True)
+    batches = sum(-(-size // BATCH) for size in (pl.n * pl.k, c, c, n_grid, e.seed_sweep_seeds))
+    out = {}
+    with progress(batches * s.steps, desc="evaluate: sampling", unit="step") as bar:
+        out["heldout"] = _draw(pipe, text[pl.rep], mask[pl.rep], emb.empty_hidden, list(range(pl.n * pl.k)), params, bar)
+        out["empty"] = _draw(pipe, text[pl.ctrl], mask[pl.ctrl], emb.empty_hidden, list(range(10_000, 10_000 + c)),
+                             params, bar, guidance=0.0)
+        out["shuffled"] = _draw(pipe, text[pl.shuffle], mask[pl.shuffle], emb.empty_hidden,
+                                list(range(20_000, 20_000 + c)), params, bar)
+        grid_text, grid_mask, grid_empty = pipe.encode(s.prompts)
+        grid_rows = np.repeat(np.arange(len(s.prompts)), s.seeds)
+        grid = _draw(pipe, grid_text[grid_rows], grid_mask[grid_rows], grid_empty, list(range(s.seeds)) * len(s.prompts),
+                     params, bar)
+        # One prompt over many seeds: how reliably it draws its radical ("gold; metal": 金 in 16 of 16?).
+        sweep_text, sweep_mask, _ = pipe.encode([e.seed_sweep_prompt])
+        ones = np.zeros(e.seed_sweep_seeds, dtype=np.int64)
+        out["sweep"] = _draw(pipe, sweep_text[ones], sweep_mask[ones], grid_empty, list(range(e.seed_sweep_seeds)),
+                             params, bar)
+    # judged as saved: 8-bit, like the sample stage's grid
+    out["grid_images"] = tensor_to_images(grid)
+    out["grid"] = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1)[None]
+                               for im in out["grid_images"]])
+    return out
+
+
+def judge(net, params: Params, x: dict, pl: Plan, train) -> tuple[dict, dict]:
+    """The classifier's reading of every sample: (adherence metrics, predicted radicals per kind)."""
+    e, s = params.evaluate, params.sample
+    pred = {kind: predict(net, x[kind])[0] for kind in ("empty", "shuffled", "grid")}
+    pred["heldout"], pred["heldout_features"] = predict(net, x["heldout"])
+    grid_targets = np.repeat([e.prompt_radicals[p] for p in s.prompts], s.seeds)
+    held, held_se = adherence(pred["heldout"], pl.targets[pl.rep], cluster=pl.rep)
+    grid_adh, grid_se = adherence(pred["grid"], grid_targets, cluster=np.repeat(np.arange(len(s.prompts)), s.seeds))
+    empty_adh, empty_se = adherence(pred["empty"], pl.targets[pl.ctrl])
+    shuf_adh, shuf_se = adherence(pred["shuffled"], pl.targets[pl.ctrl])
+    train_share = np.bincount(train.radicals, minlength=215) / len(train.radicals)
+    metrics = {
+        "adherence_grid": grid_adh, "adherence_grid_se": grid_se,
+        "adherence_heldout": held, "adherence_heldout_se": held_se,
+        "chance": majority_share(train.radicals, pl.targets),
+        "grid_chance": float(train_share[grid_targets].mean()),
+        "control_empty_prompt": empty_adh, "control_empty_prompt_se": empty_se,
+        "control_shuffled": shuf_adh, "control_shuffled_se": shuf_se,
+        "seed_sweep_hits": int((predict(net, x["sweep"])[0] == e.prompt_radicals[e.seed_sweep_prompt]).sum()),
+    }
+    metrics["per_prompt"] = {p: float((pred["grid"][i * s.seeds:(i + 1) * s.seeds] == e.prompt_radicals[p]).mean())
+                             for i, p in enumerate(s.prompts)}
+    pred["grid_targets"] = grid_targets
+    return metrics, pred
+
+
+def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> float:
+    """Text-only ceiling: a linear probe from the pooled text embedding to the radical."""
+    train_rows = np.array([row_of[int(cp)] for cp in train.codepoints])
+    test_rows = np.array([row_of[int(cp)] for cp in test.codepoints])
+    pooled = pool_text(emb.hidden.float(), emb.mask)
+    return linear_probe(pooled[train_rows], train.radicals, pooled[test_rows], test.radicals, classes=215, seed=seed)
+
+
+def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test, seed: int,
+            rng: np.random.Generator) -> dict:
+    """Sample quality on classifier features (KID, FID) and stroke texture; the floors compare real train glyphs
+    with the same real test glyphs."""
+    _, feat_test = predict(net, test.images)
+    real_pick = rng.choice(len(train.radicals), min(len(heldout), len(train.radicals)), replace=False)
+    _, feat_real = predict(net, train.images[real_pick])
+    subset = max(2, min(len(heldout), len(test.radicals)) // 2)
+    kid_gen, kid_gen_std = kid(feat_heldout, feat_test, subset, seed=seed)
+    kid_real, kid_real_std = kid(feat_real, feat_test, subset, seed=seed)
+    # Stroke texture (wobble, specks, soft edges) against the real test glyphs; floor: real train glyphs.
+    test_codes = stroke_codes(test.images)
+    fid_stroke, fid_stroke_se = fidelity(test_codes, stroke_codes(heldout), seed=seed)
+    fid_stroke_real, _ = fidelity(test_codes, stroke_codes(train.images[real_pick]), boot=2, seed=seed)
+    return {"kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
+            "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se,
+            "stroke_fidelity_real_floor": fid_stroke_real,
+            "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset}
+
+
+def novelty(e, conditional: torch.Tensor, train, test, seed: int, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Distance of each conditional sample to its nearest training glyph, against a copy threshold set by
+    near-copies of real training glyphs: (metrics, the distances for the plot and the table)."""
+    gen = torch.Generator().manual_seed(seed)
+    probe_idx = torch.from_numpy(rng.choice(len(train.radicals), min(e.copy_calibration, len(train.radicals)),
+                                            replace=False))
+    copy_d, copy_i = nearest(near_copies(train.images[probe_idx], gen), train.images)
+    real_d, _ = nearest(test.images, train.images)
+    gen_d, gen_i = nearest(conditional, train.images)
+    threshold = copy_threshold(copy_d, e.copy_quantile)
+    metrics = {"novelty": float((gen_d > threshold).mean()), "copy_threshold": threshold,
+               "copy_calibration_recall": float((copy_i == probe_idx.numpy()).mean()),
+               "real_test_below_threshold": float((real_d <= threshold).mean())}
+    return metrics, {"copy": copy_d, "real": real_d, "generated": gen_d, "nearest": gen_i, "threshold": threshold}
+
+
+def samples_table(params: Params, x: dict, pred: dict, pl: Plan, test, train, dist: dict) -> pa.Table:
+    """Every sample with its prompt, target, seed and verdict (the umap stage projects them)."""
+    s = params.sample
+    heldout, grid, c = x["heldout"], x["grid"], len(pl.ctrl)
+    images = torch.cat([heldout, x["empty"], x["shuffled"], grid])
+    heldout_defs = [test.definitions[i] for i in pl.pick]
+    prompts = ([heldout_defs[i] for i in pl.rep] + [""] * c + [heldout_defs[i] for i in pl.shuffle]
+               + list(np.repeat(s.prompts, s.seeds)))
+    all_targets = np.concatenate([pl.targets[pl.rep], pl.targets[pl.ctrl], pl.targets[pl.ctrl], pred["grid_targets"]])
+    all_pred = np.concatenate([pred["heldout"], pred["empty"], pred["shuffled"], pred["grid"]])
+    nearest_d = np.full(len(images), np.nan)
+    nearest_cp = np.full(len(images), -1)
+    cond_rows = np.r_[np.arange(len(heldout)), np.arange(len(images) - len(grid), len(images))]
+    nearest_d[cond_rows], nearest_cp[cond_rows] = dist["generated"], train.codepoints[dist["nearest"]]
+    cps = test.codepoints[pl.pick]
+    n, k = pl.n, pl.k
+    return pa.table({
+        "kind": ["heldout"] * len(heldout) + ["empty"] * c + ["shuffled"] * c + ["grid"] * len(grid), "prompt": prompts,
+        "target_codepoint": np.concatenate([cps[pl.rep], cps[pl.ctrl], cps[pl.ctrl], np.full(len(grid), -1)]).astype(np.int32),
+        "prompt_codepoint": np.concatenate([cps[pl.rep], np.full(c, -1), cps[pl.shuffle],
+                                            np.full(len(grid), -1)]).astype(np.int32),
+        # the sampler seed: held-out samples pair up across models by (target_codepoint, seed)
+        "seed": np.concatenate([np.arange(n * k), np.arange(10_000, 10_000 + c), np.arange(20_000, 20_000 + c),
+                                np.tile(np.arange(s.seeds), len(s.prompts))]).astype(np.int64),
+        "target_radical": all_targets.astype(np.int16), "predicted_radical": all_pred.astype(np.int16),
+        "nearest_distance": nearest_d, "nearest_codepoint": nearest_cp.astype(np.int32),
+        "png": [to_png(im) for im in tensor_to_images(images)],
+    })
+
+
+def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe: GlyffuserPipeline | None = None) -> dict:
+    """`pipe`: judge this pipeline instead of the model in paths.model (benchmarks/resolution.py's cascade)."""
+    e, s, seed = params.evaluate, params.sample, params.base.seed
+    check_outputs(*(paths.out / n for n in OUTPUTS))
+    if track:
+        require_store()
+    start = time.perf_counter()
+    pipe = pipe or GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
+    net, classifier_report = load_classifier(paths.classifier)
+    splits = load_glyph_splits(paths.definitions, paths.glyphs, pipe.resolution)
+    train, test = splits["train"], splits["test"]
+    emb = load_embeddings(paths.embeddings)
+    row_of = check_inputs(paths, pipe, emb, train, test)
+    rng = np.random.default_rng(seed)
+    pl = plan(e, test, row_of, rng)
+    x = draw_all(pipe, params, emb, pl)
+    sampling_minutes = (time.perf_counter() - start) / 60
+
+    adherences, pred = judge(net, params, x, pl, train)
+    per_prompt = adherences.pop("per_prompt")
+    probe = text_ceiling(emb, row_of, train, test, seed)
+    scores = quality(net, x["heldout"], pred["heldout_features"], train, test, seed, rng)
+    copies, dist = novelty(e, torch.cat([x["heldout"], x["grid"]]), train, test, seed, rng)
+    metrics = {
+        **{k: v for k, v in adherences.items() if k != "seed_sweep_hits"},
+        "text_probe_accuracy": probe,
+        "classifier_test_accuracy": classifier_report["test_accuracy"],
+        **{k: v for k, v in scores.items() if k != "kid_subset_size"},
+        **copies,
+        "heldout_characters": pl.n, "samples_per_character": pl.k, "kid_subset_size": scores["kid_subset_size"],
+        "seed_sweep_prompt": e.seed_sweep_prompt, "seed_sweep_hits": adherences["seed_sweep_hits"],
+        "seed_sweep_seeds": e.seed_sweep_seeds,
+        # two-tone pixel share at the model's resolution: held-out samples vs the real test glyphs
+        "sharpness": two_tone_share(x["heldout"]), "sharpness_real": two_tone_share(test.images),
+        "resolution": pipe.resolution,
+        "sampling_minutes": round(sampling_minutes, 2),
+        "minutes": round((time.perf_counter() - start) / 60, 2),
+    }
+    metrics["sharpness_ratio"] = metrics["sharpness"] / metrics["sharpness_real"]
+    metrics["adherence_grid_per_prompt"] = per_prompt
+
+    table = samples_table(params, x, pred, pl, test, train, dist)
+    with atomic_outputs(*(paths.out / n for n in OUTPUTS)) as (samples_tmp, novelty_tmp, grid_tmp, metrics_tmp):
+        write_table(table, samples_tmp, {"model": str(paths.model), "resolution": pipe.resolution})
+        novelty_plot(dist["copy"], dist["real"], dist["generated"], dist["threshold"], novelty_tmp)
+        labels = [f"{p} (radical {e.prompt_radicals[p]}): {per_prompt[p]:.0%}" for p in s.prompts]
+        framed_grid(x["grid_images"], s.seeds, labels, list(pred["grid"] == pred["grid_targets"])).save(grid_tmp)
+        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    if track:
+        log_to_model_run(pipe.info, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                         [paths.out / "metrics.json", paths.out / "novelty.png", paths.out / "grid.png"], "evaluate")
+    return metrics
