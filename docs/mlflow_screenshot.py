@@ -1,6 +1,8 @@
-"""Screenshot the MLflow UI as a person sees it: the glyffuser experiment's runs and data/model's training run.
+"""Screenshot the MLflow UI as a person sees it: the glyffuser experiment's runs, data/model's training run, and
+its registered model (the versions of `glyffuser`, and this run's version with its signature and metrics).
 
-    python docs/mlflow_screenshot.py                 # writes docs/mlflow_runs.png and docs/mlflow_run.png
+    python docs/mlflow_screenshot.py                 # docs/mlflow_runs.png, mlflow_run.png, mlflow_registry.png,
+                                                     # mlflow_model_version.png
     python docs/mlflow_screenshot.py --store sqlite:///path/mlflow.db --out /tmp/shots
 
 Starts `mlflow ui` on a free port of 127.0.0.1 with the store the pipeline logs to (glyffuser.tracking),
@@ -94,6 +96,14 @@ def main() -> None:
                    "1700,600")
         page = f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
         screenshot(chromium, f"{page}?{ml}", args.out / "mlflow_run.png", "1700,1500")
+        # The registry (the evaluate stage registers each judged training as a version of `glyffuser`)
+        versions = client.search_model_versions(f"name='glyffuser' and run_id='{run.info.run_id}'")
+        if versions:
+            screenshot(chromium, f"{base}/#/models/glyffuser?{ml}", args.out / "mlflow_registry.png", "1700,700")
+            screenshot(chromium, f"{base}/#/models/glyffuser/versions/{versions[0].version}?{ml}",
+                       args.out / "mlflow_model_version.png", "1700,1300")
+        else:
+            print(f"run {run.info.run_id} has no registered version: run the evaluate stage with tracking first")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -90,7 +90,7 @@ def _cmd_sample(args: argparse.Namespace) -> dict:
         files_outputs(out, len(prompts), n, args.seed)
     else:
         grid_outputs(out, manifest)
-    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile)
+    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile, encoder=args.encoder)
     check_sampling(steps, guidance, pipe.scheduler_config)
     if args.prompts_file:
         return sample_files(pipe, prompts, n, steps, guidance, scheduler, args.seed, out)
@@ -140,7 +140,7 @@ def _cmd_guide(args: argparse.Namespace) -> dict:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from glyffuser.demo import DemoPaths, serve  # Gradio: imported by this command only, never by the stages
 
-    paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate)
+    paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate, args.encoder)
     serve(load_params(args.params), paths, args.port)
 
 
@@ -190,7 +190,9 @@ def _sample_options(p: argparse.ArgumentParser) -> None:
                    help=f"first seed; sample j of each prompt uses seed + j, which must stay within 0..{MAX_SEED:,}")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
-    p.add_argument("--model", type=Path, default=Path("data/model"), help="model folder (default: %(default)s)")
+    p.add_argument("--model", default=Path("data/model"),
+                   help="model folder, or an MLflow model URI: models:/glyffuser/VERSION, runs:/RUN_ID/model "
+                        "(default: %(default)s)")
     p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file; glyffuser replaces only "
                                             "files of the kind it writes, never a folder or a read-only file")
 
@@ -202,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="parameters file (default: %(default)s)")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, encoder=None)  # encoder: the one bundled with an MLflow --model (sample, demo)
         return p
 
     def inputs(p: argparse.ArgumentParser, *names: str) -> None:
@@ -265,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("demo", _cmd_demo, "a local web playground on the trained model (Gradio, on 127.0.0.1)")
     inputs(p, "model", "classifier", "definitions", "glyphs")
+    p.set_defaults(model=Path("data/model"))  # also an MLflow model URI: models:/glyffuser/VERSION, runs:/RUN_ID/model
     p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"), help="the map samples are placed on")
     p.add_argument("--evaluate", type=Path, default=Path("data/evaluate/metrics.json"), help="its copy threshold")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s; 0: a free one)")
@@ -276,9 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_model_uri(args: argparse.Namespace) -> None:
+    """`--model models:/NAME/VERSION` or `runs:/RUN_ID/model` (sample, demo): the MLflow model's folder and encoder.
+    Resolved here, before the command, so a DVC stage (always a model folder) never runs the MLflow code."""
+    if args.command in ("sample", "demo") and str(args.model).startswith(("models:/", "runs:/")):
+        from glyffuser.artifacts.mlflow_model import resolve_model_uri
+
+        args.model, args.encoder = resolve_model_uri(str(args.model))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _resolve_model_uri(args)
         summary = args.func(args)
     except GlyffuserError as err:
         print(f"glyffuser: error: {err}", file=sys.stderr)

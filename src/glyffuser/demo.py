@@ -45,6 +45,7 @@ class DemoPaths:
     glyphs: Path
     umap_points: Path
     evaluate_metrics: Path
+    encoder: Path | None = None  # the encoder bundled with an MLflow model (--model models:/...)
 
 
 class _Cancelled(Exception):
@@ -61,7 +62,7 @@ class Playground:
 
         s = params.sample
         self.params = params
-        self.pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast())
+        self.pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), encoder=paths.encoder)
         self.net, _ = load_classifier(paths.classifier)
         defs, glyphs = read_glyph_tables(paths.definitions, paths.glyphs, ("character", "definition", "split"))
         train = np.flatnonzero(np.array(defs.column("split").to_pylist()) == "train")

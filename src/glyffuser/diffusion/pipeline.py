@@ -41,8 +41,12 @@ class GlyffuserPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, bf16: bool | None = None,
-                        compile: bool = False) -> GlyffuserPipeline:
+                        compile: bool = False, encoder: str | Path | None = None) -> GlyffuserPipeline:
+        """A model folder (artifacts/model_folder.py). `encoder`: a folder holding the text encoder to use
+        instead of the one glyffuser.json names (an MLflow model bundles its own); its files must hash the same."""
         unet, config, info = load_model_folder(path)
+        if encoder is not None:
+            info = {**info, "encoder": str(encoder)}
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = cls(unet.to(device), config, info, bf16, compile)
         if not pipe.bf16 and pipe.unet.device.type == "cpu":

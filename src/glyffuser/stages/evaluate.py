@@ -289,6 +289,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     if track:
         require_store()
     start = time.perf_counter()
+    judged_model_folder = pipe is None  # not a pipeline handed in (benchmarks/resolution.py's cascade)
     pipe = pipe or GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
     net, classifier_report = load_classifier(paths.classifier)
     splits = load_glyph_splits(paths.definitions, paths.glyphs, pipe.resolution)
@@ -333,4 +334,18 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     if track:
         log_to_model_run(pipe.info, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                          [paths.out / "metrics.json", paths.out / "novelty.png", paths.out / "grid.png"], "evaluate")
+        if judged_model_folder:
+            register(params, paths, pipe, metrics)
     return metrics
+
+
+def register(params: Params, paths: EvaluatePaths, pipe: GlyffuserPipeline, metrics: dict) -> None:
+    """The judged model as a registered MLflow model (glyffuser/registry.py), with these metrics."""
+    from glyffuser.diffusion.encoders import resolve_encoder
+    from glyffuser.registry import register_model
+
+    s = params.sample
+    defaults = {"num_images": 1, "steps": s.steps, "guidance": s.guidance, "seed": 0, "scheduler": s.scheduler}
+    version = register_model(paths.model, resolve_encoder(pipe.info["encoder"]).path, pipe.info, defaults, metrics)
+    if version:
+        print(f"evaluate: the model is registered in MLflow as models:/{version}", flush=True)

@@ -1,0 +1,190 @@
+"""The trained model as an MLflow model: logged with its flavour, registered, loaded and served by MLflow's own
+tools, drawing the same pixels as `glyffuser sample` (issue 22)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO
+
+DEFAULTS = {"num_images": 1, "steps": 10, "guidance": 5.0, "seed": 0, "scheduler": "dpmsolver++"}
+
+
+def env_for(store: str) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": store, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def registered(tiny_model, tmp_path_factory):
+    """The tiny model logged and registered as the evaluate stage does it, in a store of its own."""
+    import mlflow
+
+    from glyffuser.artifacts.model_folder import read_model_info
+    from glyffuser.diffusion.encoders import resolve_encoder
+    from glyffuser.registry import register_model
+    from glyffuser.tracking import mlflow_run
+
+    model_dir, _ = tiny_model
+    root = tmp_path_factory.mktemp("mlflow-model")
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = store
+    os.environ["DVC_EXP_NAME"] = "tiny-exp"
+    try:
+        with mlflow_run({"train": {"resolution": 16, "epochs": 12}}, stage="train") as m:
+            run_id = m.active_run().info.run_id
+        info = {**read_model_info(model_dir), "mlflow_run_id": run_id}
+        encoder = resolve_encoder(info["encoder"]).path
+        version = register_model(model_dir, encoder, info, DEFAULTS, {"adherence_heldout": 0.25, "kid": 0.5})
+        again = register_model(model_dir, encoder, info, DEFAULTS, {"adherence_heldout": 0.30, "kid": 0.4})
+        client = mlflow.MlflowClient(store)
+        yield {"store": store, "version": version, "again": again, "run_id": run_id, "model_dir": model_dir,
+               "root": root, "client": client}
+    finally:
+        os.environ.pop("DVC_EXP_NAME", None)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def test_one_registered_version_per_training_run_tagged_with_its_experiment_and_metrics(registered):
+    client = registered["client"]
+    assert registered["version"] == "glyffuser/1" and registered["again"] == "glyffuser/1"  # evaluated twice, one version
+    version = client.get_model_version("glyffuser", "1")
+    assert version.run_id == registered["run_id"]
+    assert version.tags["dvc_experiment"] == "tiny-exp" and len(version.tags["git_commit"]) == 40
+    assert version.tags["evaluate.adherence_heldout"] == "0.3"  # the latest evaluation's numbers
+    from glyffuser.registry import logged_model_id
+
+    model = client.get_logged_model(logged_model_id(version))
+    assert {m.key for m in model.metrics} >= {"adherence_heldout", "kid"}
+    import mlflow
+
+    info = mlflow.models.get_model_info("models:/glyffuser/1")
+    assert [c.name for c in info.signature.inputs] == ["prompt"]
+    assert [c.name for c in info.signature.outputs] == ["prompt", "seed", "png"]
+    assert {p.name: p.default for p in info.signature.params} == DEFAULTS
+    assert info.saved_input_example_info is not None
+
+
+def test_pyfunc_in_a_fresh_process_draws_what_glyffuser_sample_draws(registered, tmp_path):
+    (tmp_path / "prompts.txt").write_text("a kind of fish\na small bird\n")
+    cli = [sys.executable, "-m", "glyffuser.cli", "sample", "--params", str(REPO / "params.yaml"), "--model",
+           str(registered["model_dir"]), "--prompts-file", "prompts.txt", "-n", "2", "--steps", "6", "--guidance",
+           "3", "--seed", "7", "--out", "cli"]
+    r = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, env=env_for(registered["store"]))
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+
+    code = f"""
+import json, mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("runs:/{registered['run_id']}/model")
+out = model.predict(pd.DataFrame({{"prompt": ["a kind of fish", "a small bird"]}}),
+                    params={{"num_images": 2, "steps": 6, "guidance": 3.0, "seed": 7}})
+print(json.dumps(out.to_dict(orient="records")))
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env=env_for(registered["store"]))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [(x["prompt"], x["seed"]) for x in rows] == [(m["prompt"], m["seed"]) for m in manifest]
+    for row, entry in zip(rows, manifest):
+        ours = pixels(base64.b64decode(row["png"]))
+        assert ours.shape == (16, 16)
+        assert np.array_equal(ours, pixels((tmp_path / "cli" / Path(entry["path"]).name).read_bytes()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(port: int, body) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one_line(registered, tmp_path):
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/glyffuser/1", "--env-manager", "local",
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path, stdout=log,
+                              stderr=subprocess.STDOUT, env=env_for(registered["store"]))
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+
+        status, body = post(port, {"dataframe_records": [{"prompt": "a kind of fish"}],
+                                   "params": {"num_images": 2, "steps": 4, "seed": 3}})
+        assert status == 200, body
+        rows = body["predictions"]
+        assert [(r["prompt"], r["seed"]) for r in rows] == [("a kind of fish", 3), ("a kind of fish", 4)]
+        assert pixels(base64.b64decode(rows[0]["png"])).shape == (16, 16)
+
+        for bad, says in [
+            ({"dataframe_records": [{"prompt": "   "}]}, "empty prompt"),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"num_images": 300}}, "must be 1..256"),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": -1.0}}, "guidance must be"),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"steps": "many"}}, "steps"),
+            ({"dataframe_records": [{"prompt": 5}]}, "prompt"),
+            ({"dataframe_records": [{"text": "a fish"}]}, "prompt"),
+            (b"not json", ""),
+        ]:
+            status, body = post(port, bad)
+            assert status == 400, (bad, body)
+            assert "stack_trace" not in body and "Traceback" not in body.get("message", ""), body
+            assert says in body["message"], (bad, body["message"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_sample_takes_a_models_or_runs_uri(registered, tmp_path):
+    """`glyffuser sample --model` (and `glyffuser demo --model`, through the same from_pretrained)."""
+    env = env_for(registered["store"])
+    base = [sys.executable, "-m", "glyffuser.cli", "sample", "a kind of fish", "-n", "1", "--steps", "3",
+            "--params", str(REPO / "params.yaml")]
+    for uri in ("models:/glyffuser/1", f"runs:/{registered['run_id']}/model"):
+        r = subprocess.run([*base, "--model", uri, "--out", "fish.png"], cwd=tmp_path, capture_output=True, text=True,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert (tmp_path / "fish.png").stat().st_size > 100
+    r = subprocess.run([*base, "--model", "models:/glyffuser/99", "--out", "x.png"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert r.stderr.startswith("glyffuser: error: cannot load the MLflow model models:/glyffuser/99")
