@@ -49,6 +49,10 @@ def assert_mlflow_run_holds_what_the_readme_promises(db):
     assert {"figures/denoise.gif", "figures/forward.png", "figures/guidance.png"} <= files("figures")
     assert files("guide") == {"guide/index.html"}
     assert "model/glyffuser.json" in files("model")
+    # the evaluate stage registered the trained model: one version, tagged, carrying its numbers (issue 22)
+    (version,) = client.search_model_versions("name='glyffuser'")
+    assert version.run_id == run.info.run_id and version.tags["dvc_experiment"] == "smoke"
+    assert "evaluate.adherence_heldout" in version.tags
 
 
 def test_smoke_pipeline(tmp_path):
