@@ -27,6 +27,8 @@ def stale_stages(repo) -> set[str]:
 def assert_mlflow_run_holds_what_the_readme_promises(db):
     import mlflow
 
+    # the process's store too: MLflow 3 resolves a run's logged model ("model") through the default store
+    mlflow.set_tracking_uri(f"sqlite:///{db}")
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("glyffuser")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
