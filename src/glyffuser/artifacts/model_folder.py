@@ -2,7 +2,7 @@
 
     unet/            UNet2DConditionModel weights (safetensors) and config
     scheduler/       the training noise schedule (DDPMScheduler config)
-    glyffuser.json   encoder, its content hash, resolution, schedule, MLflow run id
+    glyffuser.json   encoder, its content hash, resolution, schedule, MLflow run id, the weights' sha256
 
 Reading the info needs no model code (the umap stage only reads it); loading builds the UNet from its
 config, so no glyffuser model code is needed either.
@@ -18,9 +18,11 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glyffuser.artifacts.atomic import atomic_outputs
+from glyffuser.artifacts.hashing import sha256_file
 from glyffuser.errors import GlyffuserError
 
 MODEL_INFO = "glyffuser.json"
+WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 
 # What sampling needs from glyffuser.json (the train stage writes more).
 MODEL_INFO_KEYS = ("encoder", "encoder_sha256", "max_length", "resolution")
@@ -41,6 +43,9 @@ class ModelInfo(BaseModel):
     prediction: str | None = None
     encoder_revision: str | None = None
     model_type: str | None = None
+    # sha256 of unet/diffusion_pytorch_model.safetensors: a damaged or edited weights file is refused on load
+    # (folders written before the hash was recorded load unchecked)
+    weights_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class SchedulerConfig(BaseModel):
@@ -86,6 +91,9 @@ def load_model_folder(path: Path) -> tuple[UNet2DConditionModel, dict, dict]:
     """(UNet in float32, scheduler config, info) of a model folder, each checked; one error line otherwise."""
     path = Path(path)
     info = read_model_info(path)
+    if info.get("weights_sha256") and (path / WEIGHTS).is_file() and sha256_file(path / WEIGHTS) != info["weights_sha256"]:
+        raise GlyffuserError(f"{path / WEIGHTS} does not match the sha256 recorded in {path / MODEL_INFO}: the weights "
+                             "were damaged or edited; retrain, or restore the model folder")
     try:
         # float32 weights (snapshots are stored in fp16); sampling autocasts where it pays off
         unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True).float()
@@ -101,4 +109,5 @@ def save_model_folder(path: Path, unet: UNet2DConditionModel, scheduler_config: 
     with atomic_outputs(path, dirs=True) as (tmp,):
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         DDPMScheduler.from_config(scheduler_config).save_pretrained(tmp / "scheduler")
+        info = {**info, "weights_sha256": sha256_file(tmp / WEIGHTS)}
         (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
