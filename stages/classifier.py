@@ -1,7 +1,7 @@
-"""DVC stage `classifier`: runs `glyffuser classifier` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `classifier`: `glyffuser classifier` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.classifier import main
 
-sys.exit(main(["classifier", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
-"""DVC stage `embed`: runs `glyffuser embed` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `embed`: `glyffuser embed` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.embed import main
 
-sys.exit(main(["embed", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
-"""DVC stage `evaluate`: runs `glyffuser evaluate` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `evaluate`: `glyffuser evaluate` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.evaluate import main
 
-sys.exit(main(["evaluate", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
-"""DVC stage `figures`: runs `glyffuser figures` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `figures`: `glyffuser figures` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.figures import main
 
-sys.exit(main(["figures", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

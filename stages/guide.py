@@ -1,7 +1,7 @@
-"""DVC stage `guide`: runs `glyffuser guide` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `guide`: `glyffuser guide` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.guide import main
 
-sys.exit(main(["guide", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

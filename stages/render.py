@@ -1,7 +1,7 @@
-"""DVC stage `render`: runs `glyffuser render` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `render`: `glyffuser render` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.render import main
 
-sys.exit(main(["render", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

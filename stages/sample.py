@@ -1,7 +1,7 @@
-"""DVC stage `sample`: runs `glyffuser sample` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `sample`: `glyffuser sample` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.sample import main
 
-sys.exit(main(["sample", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

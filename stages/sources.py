@@ -1,7 +1,7 @@
-"""DVC stage `sources`: runs `glyffuser sources` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `sources`: `glyffuser sources` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.sources import main
 
-sys.exit(main(["sources", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
-"""DVC stage `train`: runs `glyffuser train` with the pipeline's default paths (see dvc.yaml)."""
+"""DVC stage `train`: `glyffuser train` with the pipeline's default paths (see dvc.yaml), without the CLI module."""
 
 import sys
 
-from glyffuser.cli import main
+from glyffuser.stages.train import main
 
-sys.exit(main(["train", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))

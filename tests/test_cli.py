@@ -94,13 +94,18 @@ def test_prompts_file_that_is_not_utf8(tmp_path, tiny_model):
 
 @pytest.mark.parametrize("args, message", [
     (["a kind of fish", "--steps", "1001"], "steps must be between 1 and the model's 1000 training timesteps, got 1001"),
-    (["a kind of fish", "--guidance", "nan"], "--guidance must be a finite number >= 0, got nan"),
-    (["a kind of fish", "--guidance", "inf"], "--guidance must be a finite number >= 0, got inf"),
+    (["a kind of fish", "--guidance", "nan"], "--guidance must be a number from 0 to 100, got nan"),
+    (["a kind of fish", "--guidance", "inf"], "--guidance must be a number from 0 to 100, got inf"),
+    (["a kind of fish", "--guidance", "1e308"], "--guidance must be a number from 0 to 100, got 1e+308"),
     (["a kind of fish", "--out", "fish"], "--out fish needs an image extension"),
     (["a kind of fish", "--out", "fish.txt"], "--out fish.txt needs an image extension"),
     (["a kind of fish", ""], "an empty prompt asks for nothing (it holds no visible character)"),
     (["   "], "an empty prompt"),
     (["a kind of fish", "--seed", "-1"], "the seed must be 0..4,294,967,295"),
+    # issue 29: one prompt limit everywhere, one work limit, the seed that is over the limit named
+    (["x" * 201], "the prompt has 201 characters; keep it to 200"),
+    (["a kind of fish", "-n", "256", "--steps", "400"], "256 glyphs × 400 steps = 102,400 glyph-steps; one call draws at most 81,920"),
+    (["a kind of fish", "-n", "2", "--seed", "4294967295"], "(the last seed, seed + n - 1, is 4,294,967,296)"),
 ])
 def test_sample_refuses_bad_settings_in_one_line(args, message, tmp_path, tiny_model):
     result = sample(tmp_path, tiny_model, *args)
@@ -109,12 +114,12 @@ def test_sample_refuses_bad_settings_in_one_line(args, message, tmp_path, tiny_m
 
 
 def test_prompt_longer_than_the_encoder_keeps_is_warned_with_its_token_count(tmp_path, tiny_model):
-    long = " ".join(["a kind of large fish with scales"] * 12)  # 7 words x 12 ≈ 86 tokens > max_length 64
+    long = "fish;" * 36  # 180 characters, 72 tokens + 2 special > max_length 64
     result = sample(tmp_path, tiny_model, long, "a kind of fish", "-n", "1", "--out", "long.png")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("glyffuser: warning:")]
     assert len(warnings) == 1, result.stderr
-    assert "has 86 tokens; the encoder keeps the first 64 (embed.max_length), the rest is ignored" in warnings[0]
+    assert "has 74 tokens; the encoder keeps the first 64 (embed.max_length), the rest is ignored" in warnings[0]
     assert (tmp_path / "long.png").is_file()
 
 

@@ -13,6 +13,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +132,15 @@ def post(port: int, body) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one_line(registered, tmp_path):
+@contextmanager
+def served(registered, tmp_path, **env):
+    """`mlflow models serve -m models:/glyffuser/1 --env-manager local` on a free loopback port: (port, process)."""
     port = free_port()
-    log = (tmp_path / "serve.log").open("w")
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
     server = subprocess.Popen(["mlflow", "models", "serve", "-m", "models:/glyffuser/1", "--env-manager", "local",
                                "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path, stdout=log,
-                              stderr=subprocess.STDOUT, env=env_for(registered["store"]))
+                              stderr=subprocess.STDOUT, env={**env_for(registered["store"]), **env})
     try:
         deadline = time.time() + 180
         while True:
@@ -145,9 +150,17 @@ def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one
                         break
             except OSError:
                 pass
-            assert server.poll() is None and time.time() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            assert server.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
             time.sleep(1)
+        yield port, server
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+        log.close()
 
+
+def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one_line(registered, tmp_path):
+    with served(registered, tmp_path) as (port, _):
         status, body = post(port, {"dataframe_records": [{"prompt": "a kind of fish"}],
                                    "params": {"num_images": 2, "steps": 4, "seed": 3}})
         assert status == 200, body
@@ -159,19 +172,81 @@ def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one
             ({"dataframe_records": [{"prompt": "   "}]}, "empty prompt"),
             ({"dataframe_records": [{"prompt": "a fish"}], "params": {"num_images": 300}}, "must be 1..256"),
             ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": -1.0}}, "guidance must be"),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": 1e308}}, "from 0 to 100"),  # issue 29
             ({"dataframe_records": [{"prompt": "a fish"}], "params": {"steps": "many"}}, "steps"),
             ({"dataframe_records": [{"prompt": 5}]}, "prompt"),
             ({"dataframe_records": [{"text": "a fish"}]}, "prompt"),
+            ({"dataframe_records": [{"prompt": "fish " * 200_000}], "params": {"num_images": 256, "steps": 1}},
+             "the prompt has 1,000,000 characters; keep it to 200"),  # issue 29: a 269 MB answer before
             (b"not json", ""),
         ]:
             status, body = post(port, bad)
-            assert status == 400, (bad, body)
+            assert status == 400, (str(bad)[:80], body)
             assert "stack_trace" not in body and "Traceback" not in body.get("message", ""), body
-            assert says in body["message"], (bad, body["message"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+            assert says in body["message"], (str(bad)[:80], body["message"])
+            if says:  # our own line, not MLflow's "Failed to predict data '<the whole DataFrame>'" before it
+                assert body["message"].startswith(("the ", "an ", "a ", "guidance", "steps", "invalid")), body["message"]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def scoring_process(server) -> int:
+    """The uvicorn process `mlflow models serve` runs the model in (bash exec'd into it)."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_the_served_model_holds_under_load(registered, tmp_path):
+    """Issue 29: concurrent requests all succeed, over-limit ones are refused at once, a small request is answered
+    while heavy ones run, work whose client has gone stops, and SIGTERM stops the server within seconds."""
+    fish = {"dataframe_records": [{"prompt": "a kind of fish"}], "params": {"num_images": 1, "steps": 2}}
+    heavy = {"dataframe_records": [{"prompt": p} for p in ["a kind of fish", "a small bird"] * 8],
+             "params": {"num_images": 256, "steps": 20}}  # 4,096 glyphs × 20 steps: the most one request may ask
+    over = {"dataframe_records": [{"prompt": "a kind of fish"}] * 16, "params": {"num_images": 256, "steps": 200}}
+    with served(registered, tmp_path, MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT="5") as (port, server):
+        uvicorn = scoring_process(server)
+        # 24 valid requests, 12 at a time, with different prompts: all answered
+        bodies = [{"dataframe_records": [{"prompt": f"a kind of fish {i}"}, {"prompt": "a small bird"}],
+                   "params": {"num_images": 2, "steps": 3, "seed": i}} for i in range(24)]
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda b: post(port, b), bodies))
+        assert [status for status, _ in answers] == [200] * 24, [b for s, b in answers if s != 200][:2]
+
+        with ThreadPoolExecutor(3) as pool:
+            heavies = [pool.submit(post, port, heavy) for _ in range(3)]
+            time.sleep(1.5)
+            start = time.monotonic()
+            status, body = post(port, over)
+            assert status == 400 and "glyph-steps; one call draws at most 81,920" in body["message"], body
+            assert time.monotonic() - start < 3
+            start = time.monotonic()
+            status, body = post(port, fish)
+            assert status == 200 and time.monotonic() - start < 4, (status, time.monotonic() - start)
+            statuses = sorted(f.result()[0] for f in heavies)
+        # the server takes two heavy requests at a time (503 at once for the third); the two run past the 5 s
+        # limit, so their clients got a 504 and their work stopped
+        assert statuses == [503, 504, 504], statuses
+        time.sleep(1.5)
+        used = cpu_seconds(uvicorn)
+        time.sleep(2)
+        assert cpu_seconds(uvicorn) - used < 0.5, "abandoned requests are still computing"
+
+        # SIGTERM (to `mlflow models serve`, which hands it on) while heavy requests run: gone within seconds
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(2):
+                pool.submit(post, port, heavy)
+            time.sleep(1.5)
+            server.terminate()
+            start = time.monotonic()
+            while Path(f"/proc/{uvicorn}").exists() and time.monotonic() - start < 15:
+                time.sleep(0.2)
+            assert not Path(f"/proc/{uvicorn}").exists() or "zombie" in Path(f"/proc/{uvicorn}/status").read_text(), \
+                "the scoring server did not stop within 15 s of SIGTERM"
+            assert time.monotonic() - start < 10
 
 
 def test_sample_takes_a_models_or_runs_uri(registered, tmp_path):
@@ -188,3 +263,46 @@ def test_sample_takes_a_models_or_runs_uri(registered, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("glyffuser: error: cannot load the MLflow model models:/glyffuser/99")
+
+
+def test_model_uris_are_downloaded_once_and_leave_no_temporary_copies(registered, tmp_path):
+    """Issue 29: each `sample --model runs:/...` left a model copy in the system temp folder, a failed URI an
+    empty folder; now a pinned URI is downloaded once into the user cache and nothing is left in temp."""
+    temp, cache = tmp_path / "tmp", tmp_path / "cache"
+    temp.mkdir()
+    env = {**env_for(registered["store"]), "TMPDIR": str(temp), "XDG_CACHE_HOME": str(cache)}
+    base = [sys.executable, "-m", "glyffuser", "sample", "a kind of fish", "-n", "1", "--steps", "2",
+            "--params", str(REPO / "params.yaml"), "--out", "fish.png"]
+    for _ in range(2):
+        r = subprocess.run([*base, "--model", f"runs:/{registered['run_id']}/model"], cwd=tmp_path,
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert len(list((cache / "glyffuser" / "mlflow-models").iterdir())) == 1
+    r = subprocess.run([*base, "--model", "runs:/0123456789abcdef0123456789abcdef/model"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr  # no download bar before the line
+    assert list(temp.iterdir()) == [] and len(list((cache / "glyffuser" / "mlflow-models").iterdir())) == 1
+
+
+def test_an_unreachable_store_is_one_line_within_seconds(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    start = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "glyffuser", "sample", "fish", "--model", "models:/glyffuser/1",
+                        "--out", "x.png"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "cannot load the MLflow model models:/glyffuser/1 from http://127.0.0.1:9" in r.stderr
+    assert time.monotonic() - start < 30  # 247 s of retries before
+
+
+def test_reading_a_model_uri_creates_no_store(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o555)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "XDG_DATA_HOME", "XDG_CACHE_HOME")}
+    r = subprocess.run([sys.executable, "-m", "glyffuser", "sample", "fish", "--model", "models:/glyffuser/1",
+                        "--out", "x.png"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**env, "HOME": str(home), "HF_HUB_OFFLINE": "1"}, timeout=120)
+    home.chmod(0o755)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "there is no MLflow store at" in r.stderr
+    assert list(home.iterdir()) == []

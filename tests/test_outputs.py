@@ -249,6 +249,8 @@ def test_python_dash_m_glyffuser_runs_the_cli(tmp_path):
     ("glyffuser.json", "encoder", 123),
     ("glyffuser.json", "encoder_sha256", None),
     ("scheduler/scheduler_config.json", "num_train_timesteps", "abc"),
+    ("scheduler/scheduler_config.json", "beta_schedule", "nope"),  # issue 29: tracebacks deep in diffusers before
+    ("unet/config.json", "sample_size", 1e9),
 ])
 def test_wrong_types_in_a_model_folder_are_one_line_naming_file_and_key(file, key, value, tiny_model, tmp_path, capsys):
     model = tmp_path / "model"

@@ -57,8 +57,8 @@ def test_profile_with_an_unknown_key_is_one_clear_error(tmp_path):
         ("embed.max_length", 0, "embed.max_length"),
         ("base.seed", -1, "base.seed: Input should be greater than or equal to 0"),
         ("base.seed", 2**32, "base.seed: Input should be less than 4294967296"),
-        ("sample.guidance", float("nan"), "sample.guidance: guidance must be a finite number >= 0, got nan"),
-        ("train.eval_guidance", float("inf"), "train.eval_guidance: guidance must be a finite number >= 0, got inf"),
+        ("sample.guidance", float("nan"), "sample.guidance: guidance must be a number from 0 to 100, got nan"),
+        ("train.eval_guidance", float("inf"), "train.eval_guidance: guidance must be a number from 0 to 100, got inf"),
     ],
 )
 def test_bad_values_name_the_key(key, value, message):

@@ -125,7 +125,7 @@ def test_cli_grid_and_prompts_file(tiny_model, tmp_path):
         ("a kind of fish", 0), ("a kind of fish", 1), ("a small bird", 0), ("a small bird", 1)]
     assert all((tmp_path / "many" / m["path"].split("/")[-1]).is_file() for m in manifest)
 
-    for bad, text in ((["-n", "0"], "must be 1..256"), (["--steps", "-1"], "at least"), (["--guidance", "-2"], "finite number >= 0")):
+    for bad, text in ((["-n", "0"], "must be 1..256"), (["--steps", "-1"], "at least"), (["--guidance", "-2"], "a number from 0 to 100")):
         r = cli("a fish", *bad)
         assert r.returncode == 1 and r.stderr.startswith("glyffuser: error:") and text in r.stderr
 

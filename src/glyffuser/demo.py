@@ -23,6 +23,7 @@ from PIL import Image
 from glyffuser.artifacts.glyph_tables import read_glyph_tables
 from glyffuser.artifacts.images import pngs_to_tensor, radical_label, tensor_to_images
 from glyffuser.artifacts.tables import read_table
+from glyffuser.command import inputs, run_command
 from glyffuser.diffusion.pipeline import GlyffuserPipeline
 from glyffuser.diffusion.process import check_sampling
 from glyffuser.errors import GlyffuserError
@@ -30,7 +31,6 @@ from glyffuser.limits import MAX_SEED, check_request, clean_prompt
 from glyffuser.params import Params
 
 MAX_GLYPHS = 16
-MAX_PROMPT_CHARS = 200
 SHOWN_PX = 192  # glyphs are upscaled (nearest neighbour) to this side in the page
 # Prompts with no radical to draw (abstract, or modern): shown as examples so that users see failure too.
 # (The grid's own "a kind of insect" and "an illness" fail as well: 0 of 8 in the evaluate stage.)
@@ -86,11 +86,8 @@ class Playground:
     def check_prompt(self, prompt: str) -> str:
         if not (prompt or "").strip():
             raise GlyffuserError("type a definition first, e.g. “a kind of fish”")
-        prompt = clean_prompt(prompt)
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise GlyffuserError(f"the prompt has {len(prompt)} characters; keep it under {MAX_PROMPT_CHARS} "
-                                 "(definitions are short)")
-        n, most = len(self.pipe.encoder.tokenizer(prompt)["input_ids"]), self.pipe.info["max_length"]
+        prompt = clean_prompt(prompt)  # at most limits.MAX_PROMPT_CHARS, as everywhere
+        (n,), most = self.pipe.encoder.count_tokens([prompt]), self.pipe.info["max_length"]
         if n > most:
             raise GlyffuserError(f"the prompt has {n} tokens; the model reads at most {most}")
         return prompt
@@ -102,7 +99,7 @@ class Playground:
         Sampling runs in a worker thread so that each step reaches the page as it is made. Closing this
         generator (Gradio does when a job is cancelled, or the page goes away) stops the worker at its next
         step and waits for it, so a cancelled job never keeps sampling beside the next one."""
-        check_request(1, count, seed)
+        check_request(1, count, seed, steps)
         check_sampling(steps, guidance, self.pipe.scheduler_config)
         text, mask, empty = self.pipe.encode([prompt])
         rows = torch.zeros(count, dtype=torch.long)
@@ -290,17 +287,40 @@ def build_app(playground: Playground):
 
 def serve(params: Params, paths: DemoPaths, port: int, block: bool = True):
     """Start the app on 127.0.0.1:port (0: a free port); returns (app, url) when not blocking."""
+    import socket
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: works offline
+    with socket.socket() as sock:  # the port is checked before the model is loaded (0: take a free one)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as err:
+            raise GlyffuserError(f"port {port} on 127.0.0.1 is not free ({(err.strerror or str(err)).lower()}): "
+                                 "stop what uses it, or pass --port 0 for any free port") from None
+        port = sock.getsockname()[1]
     playground = Playground(params, paths)
     app, theme = build_app(playground)
-    if port == 0:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
     print(f"glyffuser demo: http://127.0.0.1:{port}  (Ctrl+C stops it)", flush=True)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block, show_error=False,
                inbrowser=False, quiet=True, theme=theme)
     return app, f"http://127.0.0.1:{port}"
+
+
+# `glyffuser demo`
+def add_arguments(p) -> None:
+    inputs(p, "model", "classifier", "definitions", "glyphs")
+    p.set_defaults(encoder=None)  # the encoder bundled with an MLflow --model, set when the CLI resolves the URI
+    p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"), help="the map samples are placed on")
+    p.add_argument("--evaluate", type=Path, default=Path("data/evaluate/metrics.json"), help="its copy threshold")
+    p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s; 0: a free one)")
+
+
+def command(args) -> None:
+    from glyffuser.params import load_params
+
+    paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate, args.encoder)
+    serve(load_params(args.params), paths, args.port)
+
+
+def main(argv: list[str] | None = None, before=None) -> int:
+    return run_command("demo", __doc__.splitlines()[0], add_arguments, command, argv, before)

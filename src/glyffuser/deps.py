@@ -1,10 +1,15 @@
-"""Which `glyffuser` modules a pipeline command runs: the code dependencies of its DVC stage.
+"""Which `glyffuser` modules a pipeline stage runs: the code dependencies of its DVC stage.
 
-Read from the source with `ast`, nothing is imported or run. A command's closure is the CLI module's
-top-level imports, the imports inside its `_cmd_<name>` function (and the CLI helpers it calls), and
-then every `glyffuser` module those import, at any depth and from any place in the file (an import
-inside a function still runs when that function does). The test suite checks dvc.yaml against these
-lists, and the train stage's resume fingerprint hashes the same files, so neither can drift.
+Read from the source with `ast`, nothing is imported or run. A stage's entry point (stages/NAME.py)
+calls `main` of its own module, `glyffuser.stages.NAME`, which parses the command line itself
+(`glyffuser/command.py`); so its closure is that module and every `glyffuser` module it imports, at
+any depth and from any place in a file (an import inside a function still runs when that function
+does). The CLI module (`glyffuser/cli.py`) only dispatches and is in no stage's closure.
+
+Modules that only record a run (RECORD_ONLY: MLflow logging, model registration) are not followed:
+they cannot change a file DVC tracks (tests/test_deps.py runs stages under an audit hook and fails if
+one ever writes there), so editing how a metric is logged re-runs nothing. The test suite checks
+dvc.yaml against these lists, and the train stage's resume fingerprint hashes the same files.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pathlib import Path
 
 PACKAGE = "glyffuser"
 PACKAGE_DIR = Path(__file__).resolve().parent
+STAGES = ("sources", "render", "embed", "train", "sample", "classifier", "evaluate", "umap", "figures", "guide")
+RECORD_ONLY = frozenset({f"{PACKAGE}.tracking", f"{PACKAGE}.registry"})
 
 
 def _module_file(name: str) -> Path:
@@ -45,37 +52,27 @@ def _tree(path: Path) -> ast.Module:
 
 
 def module_closure(roots: set[str]) -> set[str]:
-    """Every glyffuser module that importing `roots` (and calling their functions) can load."""
+    """Every glyffuser module that importing `roots` (and calling their functions) can load, record-only ones
+    and what only they import left out."""
     seen: set[str] = set()
     todo = list(roots)
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in RECORD_ONLY:
             continue
         seen.add(name)
         todo.extend(_imported_modules([_tree(_module_file(name))]) - seen)
     return seen
 
 
-def command_modules(command: str) -> set[str]:
-    """The glyffuser modules `glyffuser <command>` runs."""
-    cli = _tree(_module_file(f"{PACKAGE}.cli"))
-    functions = {n.name: n for n in cli.body if isinstance(n, ast.FunctionDef)}
-    entry = f"_cmd_{command}"
-    if entry not in functions:
-        raise KeyError(f"glyffuser has no command {command!r}")
-    # The entry function and the CLI helpers it calls (e.g. _train_paths), not the other commands.
-    reached, todo = set(), [entry]
-    while todo:
-        name = todo.pop()
-        reached.add(name)
-        calls = {c.func.id for c in ast.walk(functions[name]) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
-        todo.extend(c for c in calls if c in functions and c not in reached and not c.startswith("_cmd_"))
-    top = [n for n in cli.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    # cli.py itself is in every closure, but only the part above is followed: not every command's imports.
-    return module_closure(_imported_modules(top + [functions[n] for n in reached])) | {f"{PACKAGE}.cli"}
+def command_modules(stage: str) -> set[str]:
+    """The glyffuser modules the DVC stage `stage` (`glyffuser <stage>`) runs."""
+    if stage not in STAGES:
+        raise KeyError(f"glyffuser has no stage {stage!r}")
+    module = f"{PACKAGE}.stages.{stage}"
+    return module_closure({module, f"{PACKAGE}.stages", PACKAGE})  # importing it runs its packages' __init__ first
 
 
-def command_files(command: str) -> list[Path]:
-    """The source files of `command_modules(command)`, sorted."""
-    return sorted(_module_file(m) for m in command_modules(command))
+def command_files(stage: str) -> list[Path]:
+    """The source files of `command_modules(stage)`, sorted."""
+    return sorted(_module_file(m) for m in command_modules(stage))

@@ -23,10 +23,14 @@ class InvalidSetting(GlyffuserError, ValueError):
     """A bad number; a ValueError too, so params.yaml's validation reports it as one of its own."""
 
 
+MAX_GUIDANCE = 100.0  # far past any useful scale (the guide sweeps 0..15): every glyph is black there
+
+
 def check_guidance(value: object, name: str = "guidance") -> float:
-    """Classifier-free guidance scale: finite and >= 0 (0 unconditional, 1 conditional, > 1 guided)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise InvalidSetting(f"{name} must be a finite number >= 0, got {value!r}")
+    """Classifier-free guidance scale: 0..MAX_GUIDANCE (0 unconditional, 1 conditional, > 1 guided)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_GUIDANCE:
+        raise InvalidSetting(f"{name} must be a number from 0 to {MAX_GUIDANCE:g}, got {value!r}")
     return value
 
 
@@ -266,11 +270,38 @@ class Params(_Group):
 
 
 def _describe(err: ValidationError, path: Path) -> str:
-    first = err.errors()[0]
+    """The first problem, an unknown key before anything else: a misspelt `train.epoch` also leaves
+    `train.epochs` missing, and the typo is what the user has to fix."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        import difflib
+
+        known = [".".join(str(p) for p in e["loc"]) for e in errors if e["type"] == "missing"]
+        close = difflib.get_close_matches(key, known, n=1)
+        msg = "unknown key" + (f" (did you mean {close[0]}?)" if close else "")
     more = f" (and {err.error_count() - 1} more problem(s))" if err.error_count() > 1 else ""
     return f"{path}: {key}: {msg}{more}"
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def parse_params(data: object, path: Path = DEFAULT_PARAMS) -> Params:
@@ -290,10 +321,15 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise GlyffuserError(f"cannot read parameters file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise GlyffuserError(f"parameters file {path} is not UTF-8 text (byte {err.start}): give a params.yaml") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader that also refuses duplicate keys
     except yaml.YAMLError as err:
-        raise GlyffuserError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        problem = getattr(err, "problem", None)
+        where = f" (line {err.problem_mark.line + 1})" if getattr(err, "problem_mark", None) and problem else ""
+        detail = f"{problem}{where}" if problem else str(err).splitlines()[0]
+        raise GlyffuserError(f"{path} is not valid YAML: {detail}") from None
     return parse_params(data, path)
 
 

@@ -15,16 +15,22 @@ from pathlib import Path
 
 import yaml
 
+from glyffuser.command import run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import DEFAULT_PARAMS, Params, load_params, with_overrides
 
 PROFILES_DIR = Path("profiles")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# a DVC experiment name (a git ref part): no leading '-' (dvc would read it as an option), no '/', spaces, ...
+_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def profile_path(name: str, root: Path = Path(".")) -> Path:
     """profiles/NAME.yaml under `root`, or NAME itself when it is a path to a .yaml file."""
     path = Path(name) if name.endswith((".yaml", ".yml")) else root / PROFILES_DIR / f"{name}.yaml"
+    if not _EXPERIMENT_NAME.match(path.stem) or path.stem.endswith((".", ".lock")):
+        raise GlyffuserError(f"profile {name!r}: {path.stem!r} cannot name a DVC experiment (letters, digits, '.', "
+                             "'_' and '-', starting with a letter or digit)")
     if not path.is_file():
         known = sorted(p.stem for p in (root / PROFILES_DIR).glob("*.yaml"))
         raise GlyffuserError(f"no profile {name!r} ({path} does not exist); known profiles: {', '.join(known) or 'none'}")
@@ -65,7 +71,9 @@ def with_profile(name: str, params: str | Path = DEFAULT_PARAMS, root: Path = Pa
 
 
 def override_value(value: object) -> str:
-    """A YAML value in the override grammar `dvc exp run -S` parses (Hydra's): strings quoted, lists in brackets."""
+    """A YAML value in the override grammar `dvc exp run -S` parses (Hydra's): strings quoted, lists in brackets.
+    In a quoted string Hydra reads a backslash as an escape only before a quote (or before the closing quote),
+    so only those are doubled: C:\\path stays C:\\path. `${...}` would be interpolated: refused."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -73,17 +81,45 @@ def override_value(value: object) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if "${" in value:
+            raise GlyffuserError(f"a profile value may not hold '${{' (dvc exp run would interpolate it), got {value!r}")
+        escaped = re.sub(r'(\\*)("|$)', lambda m: m[1] * 2 + ('\\"' if m[2] else ""), value)
+        return f'"{escaped}"'
     if isinstance(value, list):
         return "[" + ",".join(override_value(v) for v in value) + "]"
     raise GlyffuserError(f"a profile value must be a number, text, true/false, null or a list, got {value!r}")
+
+
+def check_round_trip(overrides: dict[str, object], params: str | Path = DEFAULT_PARAMS) -> None:
+    """Each -S value as DVC's own parser writes it into params.yaml equals the validated value, or one error line."""
+    import tempfile
+
+    from dvc.utils.hydra import apply_overrides
+
+    args = [f"{k}={override_value(v)}" for k, v in overrides.items()]
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "params.yaml"
+        copy.write_text(Path(params).read_text(encoding="utf-8"), encoding="utf-8")
+        try:
+            apply_overrides(copy, args)
+        except Exception as err:  # Hydra's grammar errors, whatever their type
+            raise GlyffuserError(f"dvc exp run -S cannot take these values: {str(err).splitlines()[0]}") from None
+        written = yaml.safe_load(copy.read_text(encoding="utf-8"))
+    for key, value in overrides.items():
+        node = written
+        for part in key.split("."):
+            node = node[part]
+        if node != value or type(node) is not type(value) and not isinstance(value, (int, float)):
+            raise GlyffuserError(f"{key}: dvc exp run -S would write {node!r} for the validated value {value!r}")
 
 
 def exp_run_command(name: str, params: str | Path = DEFAULT_PARAMS, root: Path = Path("."),
                     extra: list[str] | None = None) -> list[str]:
     """`dvc exp run -n NAME -S key=value ...` for the profile, after validating the merged params."""
     with_profile(name, params, root)
-    overrides = [arg for key, value in read_profile(name, root).items() for arg in ("-S", f"{key}={override_value(value)}")]
+    values = read_profile(name, root)
+    check_round_trip(values, params)
+    overrides = [arg for key, value in values.items() for arg in ("-S", f"{key}={override_value(value)}")]
     return ["dvc", "exp", "run", "-n", Path(name).stem, *overrides, *(extra or [])]
 
 
@@ -110,3 +146,27 @@ def run_profile(name: str, params: str | Path = DEFAULT_PARAMS, extra: list[str]
     if result.returncode != 0:
         raise GlyffuserError(f"dvc exp run for profile {name} failed (exit {result.returncode}); see above")
     return {"profile": name, "overrides": len(command[5:]) // 2}
+
+
+# `glyffuser profile NAME`
+def add_arguments(p) -> None:
+    import argparse
+
+    p.add_argument("name", help="smoke, gpu, or a path to a .yaml file of overrides")
+    p.add_argument("--print", action="store_true", help="print the dvc exp run command instead of running it")
+    p.add_argument("dvc_args", nargs=argparse.REMAINDER, help="more `dvc exp run` arguments, after -- (e.g. -- -f --temp)")
+
+
+def command(args) -> dict | None:
+    # argparse hands everything after NAME over as is: --print there is ours, the rest after -- is dvc's
+    ours, dvc_args = args.dvc_args, []
+    if "--" in ours:
+        ours, dvc_args = ours[: ours.index("--")], ours[ours.index("--") + 1:]
+    if unknown := [a for a in ours if a != "--print"]:
+        raise GlyffuserError(f"unknown arguments {' '.join(unknown)}: put dvc exp run's own after --")
+    return run_profile(args.name, args.params, dvc_args, print_only=args.print or "--print" in ours)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("profile", "run a profile (profiles/NAME.yaml: the keys that differ from params.yaml) as a DVC "
+                       "experiment: dvc exp run -n NAME -S key=value ...", add_arguments, command, argv)

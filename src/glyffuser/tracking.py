@@ -26,11 +26,21 @@ def store_dir() -> Path:
     return base / "glyffuser"
 
 
-def tracking_uri() -> str:
+def tracking_uri(create: bool = True) -> str:
+    """MLFLOW_TRACKING_URI, or the per-user SQLite store (its folder made only when `create`: a command that
+    only reads, such as `sample --model models:/...`, creates nothing)."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         return uri
-    store_dir().mkdir(parents=True, exist_ok=True)
+    if create:
+        store_dir().mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{store_dir() / 'mlflow.db'}"
+
+
+def cap_http_waits(timeout: float = 10.0) -> None:
+    """An HTTP store answers within `timeout` seconds or fails: no retries (MLflow's own back-off waited ~4 min
+    for a server that was not there)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
 
 
 def require_store(timeout: float = 10.0) -> str:
@@ -41,7 +51,7 @@ def require_store(timeout: float = 10.0) -> str:
     disagree. A store that fails later, after this check, costs only the record: one warning line, and
     the stage keeps its outputs and exits 0 (see `log_to_model_run`). No check waits longer than
     `timeout` seconds (MLflow itself retried a read-only SQLite store for ~108 s)."""
-    from glyffuser.artifacts.atomic import _check_place
+    from glyffuser.artifacts.atomic import check_place
 
     hint = "set MLFLOW_TRACKING_URI to a writable store, or pass --no-mlflow"
     try:
@@ -52,27 +62,26 @@ def require_store(timeout: float = 10.0) -> str:
     try:
         if uri.startswith("sqlite:///"):
             db = Path(uri.removeprefix("sqlite:///"))
-            _check_place(db.parent / "mlartifacts" / "probe")  # the artifacts beside the database
+            check_place(db.parent / "mlartifacts" / "probe")  # the artifacts beside the database
             if db.exists():
                 _check_sqlite(db, timeout)
             else:
-                _check_place(db)
+                check_place(db)
         elif uri.startswith(("http://", "https://")):
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+            cap_http_waits(timeout)
             from mlflow import MlflowClient
 
             MlflowClient(uri).search_experiments(max_results=1)
         elif uri.startswith("file:") or "://" not in uri:
-            _check_place(Path(uri.removeprefix("file://").removeprefix("file:")) / "probe")
+            check_place(Path(uri.removeprefix("file://").removeprefix("file:")) / "probe")
     except GlyffuserError as err:
         raise GlyffuserError(f"the MLflow store {uri} is not usable ({err}); {hint}") from None
     except Exception as err:  # the server's or the client's own error, whatever its type
-        raise GlyffuserError(f"the MLflow store {uri} is not usable ({_first_line(err)}); {hint}") from None
+        raise GlyffuserError(f"the MLflow store {uri} is not usable ({first_line(err)}); {hint}") from None
     return uri
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
     """An MLflow, SQLAlchemy or HTTP error in at most 200 characters of one line (its type if it says nothing)."""
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
@@ -173,7 +182,7 @@ def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Pa
     try:
         return _log_to_model_run(model_info, metrics, files, artifact_path)
     except Exception as err:  # the store broke after require_store passed: the outputs stand, the record is lost
-        print(f"glyffuser: warning: not recorded in MLflow ({_first_line(err)}); the outputs are written", file=sys.stderr)
+        print(f"glyffuser: warning: not recorded in MLflow ({first_line(err)}); the outputs are written", file=sys.stderr)
         return None
 
 

@@ -12,6 +12,12 @@ and again by `atomic_outputs` right before anything is replaced:
   PNG where a PNG goes, JSON where JSON goes, ...), never a folder;
 - the place must be writable: every existing parent is a folder and a file can be created in it.
 Anything else is one `GlyffuserError` line, and nothing is touched.
+
+Interruptions never lose an output: Ctrl+C or SIGTERM during the final renames waits until they are
+done (the new outputs are in place, then the signal acts), any other exception there puts the old
+outputs back, and a staging folder left by a process that was killed outright (SIGKILL, power loss)
+is recognised by its process id on the next run, which puts back any old output it still holds and
+removes it.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -78,7 +87,7 @@ def _is_ours_file(path: Path) -> bool:
         return False
 
 
-def _check_place(path: Path) -> None:
+def check_place(path: Path) -> None:
     """Every existing parent of `path` is a folder, and a file can be created in the nearest one."""
     parent = path.parent
     while not parent.exists():
@@ -119,7 +128,7 @@ def check_output(path: str | Path, folder: bool = False) -> None:
             kind = path.suffix.lower().lstrip(".") or "glyffuser"
             raise GlyffuserError(f"{path} exists and is not a {kind} file glyffuser wrote: it will not replace it; "
                                  "choose another path")
-    _check_place(path)
+    check_place(path)
 
 
 def check_outputs(*paths: str | Path, folders: bool = False) -> None:
@@ -132,6 +141,58 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+# The hidden staging folder of one atomic_outputs call: .<first output's name>.<pid>.<random>.tmp
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[a-z0-9_]+\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def recover_stale_staging(folder: Path) -> list[Path]:
+    """Staging folders in `folder` whose process is gone: put back each old output whose place is empty
+    (the process died between moving it aside and placing the new one), then remove the folder."""
+    recovered = []
+    if not folder.is_dir():
+        return recovered
+    for staging in folder.iterdir():
+        m = _STAGING.match(staging.name)
+        if not (m and staging.is_dir() and not staging.is_symlink()) or _alive(int(m["pid"])):
+            continue
+        for old in staging.glob("*.old"):
+            final = folder / old.name.removesuffix(".old")
+            if not (final.exists() or final.is_symlink()):
+                os.replace(old, final)
+                recovered.append(final)
+        shutil.rmtree(staging, ignore_errors=True)
+    return recovered
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl+C and SIGTERM wait until the block is done, then act as they would have (only the main thread
+    runs Python signal handlers; elsewhere the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
 
 
 def _publishable(tmp: Path) -> None:
@@ -157,6 +218,8 @@ def atomic_outputs(*paths: str | Path, dirs: bool = False) -> Iterator[list[Path
     finals = [Path(p) for p in paths]
     if len(set(finals)) != len(finals):
         raise ValueError("atomic_outputs got the same output twice")
+    for folder in dict.fromkeys(final.parent for final in finals):
+        recover_stale_staging(folder)
     check_outputs(*finals, folders=dirs)
     temps: list[Path] = []
     with ExitStack() as stack:
@@ -164,7 +227,8 @@ def atomic_outputs(*paths: str | Path, dirs: bool = False) -> Iterator[list[Path
         for final in finals:
             if final.parent not in staging:
                 final.parent.mkdir(parents=True, exist_ok=True)
-                staging[final.parent] = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+                staging[final.parent] = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp",
+                                                              dir=final.parent))
                 stack.callback(_remove, staging[final.parent])
             tmp = staging[final.parent] / final.name
             if dirs:
@@ -179,21 +243,30 @@ def atomic_outputs(*paths: str | Path, dirs: bool = False) -> Iterator[list[Path
             _publishable(tmp)
         check_outputs(*finals, folders=dirs)  # nothing appeared meanwhile that is not ours
         # Old outputs go aside into the staging folder first, so that a failed rename can put them back.
-        moved: list[tuple[Path, Path | None]] = []
-        try:
-            for final, tmp in zip(finals, temps):
-                old = None
-                if final.exists() or final.is_symlink():
-                    old = tmp.with_name(f"{tmp.name}.old")
-                    os.replace(final, old)
-                moved.append((final, old))
-                os.replace(tmp, final)
-        except OSError as err:
-            failed = final
-            for placed, old in reversed(moved):
-                if placed.exists() or placed.is_symlink():
-                    _remove(placed)  # the new output
-                if old is not None:
-                    os.replace(old, placed)
-            raise GlyffuserError(f"could not put {failed} in place ({err.strerror or err}); the previous outputs are "
-                                 "unchanged") from None
+        # Signals wait for the swap: afterwards the new outputs are all in place and Ctrl+C acts as usual.
+        with _signals_deferred():
+            _swap(finals, temps)
+
+
+def _swap(finals: list[Path], temps: list[Path]) -> None:
+    """Move each old output aside and its new one into place; on any exception put every old one back."""
+    moved: list[tuple[Path, Path | None]] = []  # (output, where its old copy goes), recorded before each move
+    try:
+        for final, tmp in zip(finals, temps):
+            old = tmp.with_name(f"{tmp.name}.old") if final.exists() or final.is_symlink() else None
+            moved.append((final, old))
+            if old is not None:
+                os.replace(final, old)
+            os.replace(tmp, final)
+    except BaseException as err:
+        for placed, old in reversed(moved):
+            if old is not None and not (old.exists() or old.is_symlink()):
+                continue  # never moved aside: the old output is still in place
+            if placed.exists() or placed.is_symlink():
+                _remove(placed)  # the new output
+            if old is not None:
+                os.replace(old, placed)
+        if isinstance(err, OSError):
+            raise GlyffuserError(f"could not put {moved[-1][0]} in place ({err.strerror or err}); the previous "
+                                 "outputs are unchanged") from None
+        raise

@@ -42,7 +42,7 @@ def load_glyph_splits(definitions_path: Path, glyphs_path: Path, resolution: int
     """The train, validation and test glyphs with their radicals (the judge's data)."""
     defs, glyphs = read_glyph_tables(definitions_path, glyphs_path, ("definition", "radical", "split"))
     codepoints = defs.column("codepoint").to_numpy()
-    images = pngs_to_tensor(glyphs.column("png").to_pylist(), resolution)
+    images = pngs_to_tensor(glyphs.column("png").to_pylist(), resolution, glyphs_path, codepoints.tolist())
     splits = np.array(defs.column("split").to_pylist())
     radicals = defs.column("radical").to_numpy().astype(np.int64)
     texts = defs.column("definition").to_pylist()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from glyffuser.errors import GlyffuserError
 
 
 def to_png(image: Image.Image) -> bytes:
@@ -25,11 +28,19 @@ def from_png(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data)).convert("L")
 
 
-def pngs_to_tensor(pngs: list[bytes], resolution: int) -> torch.Tensor:
-    """(N, 1, R, R) float32 in [-1, 1]; downsampled with PIL's antialiasing (box filter) once."""
+def pngs_to_tensor(pngs: list[bytes], resolution: int, source: Path | None = None,
+                   codepoints: list[int] | None = None) -> torch.Tensor:
+    """(N, 1, R, R) float32 in [-1, 1]; downsampled with PIL's antialiasing (box filter) once. A PNG that does
+    not decode is one error line naming `source` (the table) and the glyph's codepoint."""
     out = np.empty((len(pngs), 1, resolution, resolution), dtype=np.uint8)
     for i, png in enumerate(pngs):
-        img = from_png(png)
+        try:
+            img = from_png(png)
+        except (OSError, ValueError, TypeError) as err:  # PIL's UnidentifiedImageError is an OSError
+            which = f"U+{int(codepoints[i]):04X}" if codepoints is not None else f"row {i}"
+            why = "not an image" if isinstance(err, UnidentifiedImageError) else str(err).splitlines()[0][:80]
+            raise GlyffuserError(f"{source or 'a glyphs table'}: the PNG of {which} does not decode ({why}): "
+                                 "re-run the render stage (dvc repro render)") from None
         if img.size != (resolution, resolution):
             img = img.resize((resolution, resolution), Image.BOX if img.width % resolution == 0 else Image.LANCZOS)
         out[i, 0] = np.asarray(img)

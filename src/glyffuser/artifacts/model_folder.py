@@ -55,9 +55,29 @@ class SchedulerConfig(BaseModel):
     num_train_timesteps: Annotated[int, Field(ge=1, le=100_000)] = 1000
     beta_start: float = 0.0001
     beta_end: float = 0.02
-    beta_schedule: str = "linear"
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid"] = "linear"
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     trained_betas: list[float] | None = None
+
+
+class UNetConfig(BaseModel):
+    """The UNet config keys that size the model and its samples, checked before anything is built from them."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    sample_size: Annotated[int, Field(ge=1, le=4096)]
+    in_channels: Annotated[int, Field(ge=1, le=64)] = 4
+    out_channels: Annotated[int, Field(ge=1, le=64)] = 4
+    block_out_channels: list[Annotated[int, Field(ge=1, le=65536)]] | None = None
+    cross_attention_dim: Annotated[int, Field(ge=1, le=65536)] | None = None
+
+
+def _read_json(file: Path) -> object:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GlyffuserError(f"{file} is missing: not a complete model folder; retrain, or restore it") from None
+    except (ValueError, OSError) as err:
+        raise GlyffuserError(f"{file} is not readable JSON ({str(err).splitlines()[0]}): retrain, or restore it") from None
 
 
 def _validated(model: type[BaseModel], data: object, file: Path) -> None:
@@ -80,8 +100,10 @@ def read_model_info(path: Path) -> dict:
         raise GlyffuserError(f"{path} is not a glyffuser model folder (no {MODEL_INFO}); train one with dvc repro train") from None
     except (ValueError, OSError) as err:
         raise GlyffuserError(f"{file} is not readable JSON ({str(err).splitlines()[0]}): retrain, or restore the file") from None
-    missing = [k for k in MODEL_INFO_KEYS if k not in info] if isinstance(info, dict) else ["an object"]
-    if missing:
+    if not isinstance(info, dict):
+        raise GlyffuserError(f"{file} holds {type(info).__name__} {str(info)[:40]}, not a JSON object: it was not "
+                             "written by the train stage")
+    if missing := [k for k in MODEL_INFO_KEYS if k not in info]:
         raise GlyffuserError(f"{file} lacks {missing[0]!r}: it was not written by the train stage")
     _validated(ModelInfo, info, file)
     return info
@@ -94,13 +116,17 @@ def load_model_folder(path: Path) -> tuple[UNet2DConditionModel, dict, dict]:
     if info.get("weights_sha256") and (path / WEIGHTS).is_file() and sha256_file(path / WEIGHTS) != info["weights_sha256"]:
         raise GlyffuserError(f"{path / WEIGHTS} does not match the sha256 recorded in {path / MODEL_INFO}: the weights "
                              "were damaged or edited; retrain, or restore the model folder")
+    # The configs are checked before diffusers builds anything from them (a sample_size of 1e9, an unknown
+    # beta schedule: tracebacks deep inside diffusers, or a huge allocation).
+    _validated(UNetConfig, _read_json(path / "unet" / "config.json"), path / "unet" / "config.json")
+    scheduler_file = path / "scheduler" / "scheduler_config.json"
+    _validated(SchedulerConfig, _read_json(scheduler_file), scheduler_file)
     try:
         # float32 weights (snapshots are stored in fp16); sampling autocasts where it pays off
         unet = UNet2DConditionModel.from_pretrained(path / "unet", use_safetensors=True).float()
         config = DDPMScheduler.load_config(path / "scheduler")
-    except (OSError, ValueError, TypeError) as err:
-        raise GlyffuserError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from None
-    _validated(SchedulerConfig, config, path / "scheduler" / "scheduler_config.json")
+    except Exception as err:  # diffusers' and safetensors' own errors, whatever their type
+        raise GlyffuserError(f"cannot load the model in {path}: {str(err).strip().splitlines()[0][:200]}") from None
     return unet, config, info
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,9 @@ class TextEncoder:
         except (OSError, ValueError, KeyError) as err:
             raise GlyffuserError(f"cannot load encoder {resolved.name!r} from {resolved.path}: {str(err).splitlines()[0]}") from None
         self.model.eval().to(device)
+        # A fast tokenizer keeps its truncation and padding settings as state and each call sets them anew:
+        # two threads calling at once (concurrent requests to a served model) saw each other's settings.
+        self._lock = threading.Lock()
         self.model_type = config.model_type
         self.dim = int(self.model.config.hidden_size if hasattr(self.model.config, "hidden_size") else config.d_model)
 
@@ -120,11 +124,17 @@ class TextEncoder:
             raise GlyffuserError(f"encoder-decoder model type {config.model_type!r} is not supported (T5 family or BERT-like only)")
         return AutoModel.from_pretrained(self.resolved.path)
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Each text's token count before truncation to max_length."""
+        with self._lock:
+            return [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> tuple[list[np.ndarray], list[int]]:
         """[(n_tokens_i, dim) float32 array per text], [the text's token count before truncation to max_length]."""
-        full_lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        full_lengths = self.count_tokens(texts)
+        with self._lock:
+            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
         hidden = self.model(**batch).last_hidden_state.float().cpu().numpy()  # (B, L, dim)
         counts = batch["attention_mask"].sum(dim=1).tolist()
@@ -134,8 +144,9 @@ class TextEncoder:
     def senses(self, texts: list[str]) -> list[np.ndarray]:
         """Per text, the ';'-separated sense (0, 1, ...) each kept token belongs to; -1 for special tokens.
         A ';' belongs to the sense it ends. Same tokens as `encode` (same truncation)."""
-        batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
-                               return_special_tokens_mask=True, verbose=False)
+        with self._lock:
+            batch = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
+                                   return_special_tokens_mask=True, verbose=False)
         out = []
         for text, offsets, special in zip(texts, batch["offset_mapping"], batch["special_tokens_mask"]):
             ends = np.cumsum([c == ";" for c in text])  # senses ended up to and including each character

@@ -11,6 +11,8 @@ unconditional (empty prompt) halves in one batched forward.
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,6 +40,7 @@ class GlyffuserPipeline:
         self.compile = compile
         self._compiled: torch.nn.Module | None = None
         self._encoder: TextEncoder | None = None
+        self._encoder_lock = threading.Lock()  # concurrent requests (a served model) load it once
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, bf16: bool | None = None,
@@ -80,6 +83,10 @@ class GlyffuserPipeline:
 
     @property
     def encoder(self) -> TextEncoder:
+        with self._encoder_lock:
+            return self._encoder or self._load_encoder()
+
+    def _load_encoder(self) -> TextEncoder:
         if self._encoder is None:
             quiet_transformers()
             resolved = resolve_encoder(self.info["encoder"])
@@ -105,12 +112,14 @@ class GlyffuserPipeline:
 
     def __call__(self, prompts: list[str] | str, num_images: int = 1, steps: int = 20, guidance: float = 5.0,
                  scheduler: str = "dpmsolver++", seed: int = 0, progress: bool = False,
-                 batch_size: int = 64) -> list[Image.Image]:
-        """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]. `progress`: show a bar."""
+                 batch_size: int = 64, stop: Callable[[], None] | None = None) -> list[Image.Image]:
+        """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]. `progress`: show a bar.
+        `stop()` is called after every step and may raise to abandon the work (a served request's deadline)."""
         from glyffuser.progress import progress as progress_bar
 
         prompts = [clean_prompt(p) for p in ([prompts] if isinstance(prompts, str) else list(prompts))]
-        check_request(len(prompts), num_images, seed)
+        check_request(len(prompts), num_images, seed, steps)
+        callback = None if stop is None else (lambda i, t, x: stop())
         text, mask, empty = self.encode(prompts)
         rows = torch.repeat_interleave(torch.arange(len(prompts)), num_images)
         seeds = [seed + j for _ in prompts for j in range(num_images)]
@@ -120,5 +129,5 @@ class GlyffuserPipeline:
             for start in batches:
                 sl = slice(start, start + batch_size)
                 out.append(self.sample(text[rows[sl]], mask[rows[sl]], empty, seeds[sl], steps, guidance, scheduler,
-                                       bar))
+                                       bar, callback))
         return tensor_to_images(torch.cat(out))

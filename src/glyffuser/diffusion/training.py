@@ -68,7 +68,8 @@ def load_training_data(definitions_path: Path, glyphs_path: Path, embeddings_pat
 
     def subset(name: str) -> GlyphSet:
         idx = np.nonzero(splits == name)[0]
-        return GlyphSet(pngs_to_tensor([pngs[i] for i in idx], resolution), emb.hidden[idx], emb.mask[idx],
+        images = pngs_to_tensor([pngs[i] for i in idx], resolution, glyphs_path, codepoints[idx].tolist())
+        return GlyphSet(images, emb.hidden[idx], emb.mask[idx],
                         codepoints[idx], [texts[i] for i in idx], radicals[idx],
                         None if emb.sense is None else emb.sense[idx])
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from glyffuser.analysis.judge import REPORT, WEIGHTS, accuracy, majority_share, save_classifier, train_classifier
 from glyffuser.artifacts.atomic import check_outputs
 from glyffuser.artifacts.glyph_tables import LabelledGlyphs, load_glyph_splits
+from glyffuser.command import inputs, run_command
 from glyffuser.params import Params
 
 
@@ -33,3 +34,19 @@ def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -
     }
     save_classifier(net, out, report)
     return report
+
+
+# `glyffuser classifier`; the DVC stage `classifier` runs it as stages/classifier.py.
+def add_arguments(p) -> None:
+    inputs(p, "definitions", "glyphs")
+    p.add_argument("--out", type=Path, default=Path("data/classifier"))
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    return run_classifier(load_params(args.params), args.definitions, args.glyphs, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("classifier", __doc__.splitlines()[0], add_arguments, command, argv)

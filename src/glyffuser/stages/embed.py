@@ -16,6 +16,7 @@ import torch
 from glyffuser.artifacts.atomic import atomic_outputs, check_output
 from glyffuser.artifacts.embeddings import EMPTY_PROMPT_CODEPOINT, definitions_digest
 from glyffuser.artifacts.tables import read_table, write_table
+from glyffuser.command import inputs, run_command
 from glyffuser.diffusion.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import EmbedParams
@@ -80,3 +81,19 @@ def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> di
     with atomic_outputs(out_path) as (tmp,):
         write_table(out, tmp, {**meta, "report": report})
     return {**meta, **report}
+
+
+# `glyffuser embed`; the DVC stage `embed` runs it as stages/embed.py.
+def add_arguments(p) -> None:
+    inputs(p, "definitions")
+    p.add_argument("--out", type=Path, default=Path("data/embed/embeddings.parquet"))
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    return run_embed(load_params(args.params).embed, args.definitions, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("embed", __doc__.splitlines()[0], add_arguments, command, argv)

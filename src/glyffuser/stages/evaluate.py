@@ -41,6 +41,7 @@ from glyffuser.artifacts.embeddings import load_embeddings
 from glyffuser.artifacts.glyph_tables import load_glyph_splits
 from glyffuser.artifacts.images import labelled_grid, tensor_to_images, to_png
 from glyffuser.artifacts.tables import write_table
+from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.diffusion.pipeline import GlyffuserPipeline
 from glyffuser.diffusion.unet import pool_text
 from glyffuser.errors import GlyffuserError
@@ -349,3 +350,21 @@ def register(params: Params, paths: EvaluatePaths, pipe: GlyffuserPipeline, metr
     version = register_model(paths.model, resolve_encoder(pipe.info["encoder"]).path, pipe.info, defaults, metrics)
     if version:
         print(f"evaluate: the model is registered in MLflow as models:/{version}", flush=True)
+
+
+# `glyffuser evaluate`; the DVC stage `evaluate` runs it as stages/evaluate.py.
+def add_arguments(p) -> None:
+    inputs(p, "model", "classifier", "definitions", "glyphs", "embeddings")
+    p.add_argument("--out", type=Path, default=Path("data/evaluate"))
+    no_mlflow(p)
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out)
+    return run_evaluate(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("evaluate", __doc__.splitlines()[0], add_arguments, command, argv)

@@ -42,6 +42,7 @@ from glyffuser.artifacts.atomic import atomic_outputs, check_output
 from glyffuser.artifacts.glyph_tables import read_glyph_tables
 from glyffuser.artifacts.images import pngs_to_tensor, tensor_to_images
 from glyffuser.artifacts.tables import read_table
+from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.diffusion.pipeline import GlyffuserPipeline
 from glyffuser.diffusion.process import (
     forward_sample,
@@ -432,7 +433,7 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
         raise GlyffuserError(f"figures.pixel_glyph {f.pixel_glyph!r} is not among the rendered glyphs (render.ranges)")
     pngs = glyphs.column("png").to_pylist()
     row = codepoints.index(ord(f.pixel_glyph))
-    images = pngs_to_tensor(pngs, res)  # (N, 1, R, R): every glyph at the model's side
+    images = pngs_to_tensor(pngs, res, paths.glyphs, codepoints)  # (N, 1, R, R): every glyph at the model's side
     glyph = images[row]
     points, _ = read_table(paths.umap_points, columns=["x", "y"])
     map_xy = standardise(np.stack([points.column("x").to_numpy(), points.column("y").to_numpy()], 1))
@@ -481,3 +482,27 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
 
         log_to_model_run(pipe.info, {"minutes": report["minutes"]}, sorted(paths.out.iterdir()), "figures")
     return {k: report[k] for k in ("figures", "gif_frames", "minutes")}
+
+
+# `glyffuser figures`; the DVC stage `figures` runs it as stages/figures.py.
+def add_arguments(p) -> None:
+    inputs(p, "model", "definitions", "glyphs", "classifier", "embeddings", "sources")
+    p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"))
+    p.add_argument("--samples", type=Path, default=Path("data/evaluate/samples.parquet"))
+    p.add_argument("--out", type=Path, default=Path("data/figures"))
+    no_mlflow(p)
+
+
+def command(args) -> dict:
+    from glyffuser.artifacts.source_manifest import SourceManifest
+    from glyffuser.params import load_params
+
+    check_output(args.out, folder=True)  # before reading anything
+    font = args.sources / SourceManifest.read(args.sources).font_file
+    paths = FigurePaths(args.model, args.definitions, args.glyphs, args.umap, args.out, args.classifier,
+                        args.embeddings, args.samples, font)
+    return run_figures(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("figures", __doc__.splitlines()[0], add_arguments, command, argv)

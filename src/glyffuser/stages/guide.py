@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glyffuser.artifacts.atomic import atomic_outputs, check_output
+from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 
@@ -413,3 +414,27 @@ def run_guide(params: Params, paths: GuidePaths, track: bool = True) -> dict:
 
         log_to_model_run(_json(paths.model / "glyffuser.json"), {"minutes": summary["minutes"]}, [paths.out], "guide")
     return summary
+
+
+# `glyffuser guide`; the DVC stage `guide` runs it as stages/guide.py.
+def add_arguments(p) -> None:
+    inputs(p, "model", "classifier")
+    p.add_argument("--figures", type=Path, default=Path("data/figures"))
+    p.add_argument("--umap", type=Path, default=Path("data/umap"))
+    p.add_argument("--evaluate", type=Path, default=Path("data/evaluate"))
+    p.add_argument("--train-metrics", type=Path, default=Path("data/train/metrics.json"))
+    p.add_argument("--render-report", type=Path, default=Path("data/render/report.json"))
+    p.add_argument("--out", type=Path, default=Path("data/guide/index.html"))
+    no_mlflow(p)
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    paths = GuidePaths(args.figures, args.umap, args.evaluate, args.train_metrics, args.render_report,
+                       args.classifier / "report.json", args.model, args.out)
+    return run_guide(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("guide", __doc__.splitlines()[0], add_arguments, command, argv)

@@ -17,6 +17,7 @@ from glyffuser.artifacts.images import from_png, to_png
 from glyffuser.artifacts.source_manifest import SourceManifest
 from glyffuser.artifacts.tables import write_table
 from glyffuser.artifacts.unihan import clean_definition, parse_radical_strokes, read_field, split_of
+from glyffuser.command import inputs, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 from glyffuser.progress import progress
@@ -125,3 +126,19 @@ def preview_grid(pngs: list[bytes], captions: list[str], font_path: Path, font_i
         for j, line in enumerate(lines):
             draw.text((x, y + cell + 2 + j * line_h), line, font=caption_font, fill=0)
     return grid
+
+
+# `glyffuser render`; the DVC stage `render` runs it as stages/render.py.
+def add_arguments(p) -> None:
+    inputs(p, "sources")
+    p.add_argument("--out", type=Path, default=Path("data/render"))
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    return run_render(load_params(args.params), args.sources, RenderOutputs.under(args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("render", __doc__.splitlines()[0], add_arguments, command, argv)

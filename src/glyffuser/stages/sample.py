@@ -3,11 +3,13 @@ pipeline's fixed grid (params `sample`), which is the DVC `sample` stage."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
 from glyffuser.artifacts.images import labelled_grid
+from glyffuser.command import run_command
 from glyffuser.diffusion.pipeline import GlyffuserPipeline
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import clean_prompt
@@ -80,3 +82,80 @@ def sample_files(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, s
             image.save(tmp)
         tmps[-1].write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     return {"out_dir": str(out_dir), "images": len(entries)}
+
+
+# `glyffuser sample`; the DVC stage `sample` runs it as stages/sample.py (no prompts: the params grid).
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from glyffuser.limits import MAX_GLYPHS, MAX_PER_PROMPT, MAX_SEED
+
+    p.add_argument("prompt", nargs="*", help="prompts; none: the fixed grid of params `sample` (the DVC stage)")
+    p.add_argument("--prompts-file", type=Path,
+                   help="UTF-8, one prompt per line (blank lines and lines starting with # are skipped); writes one "
+                        "PNG per sample + manifest.json into --out, beside what that folder already holds")
+    p.add_argument("-n", type=int, help=f"samples per prompt, 1..{MAX_PER_PROMPT} and at most {MAX_GLYPHS:,} glyphs in all "
+                                        "(default: 4, 1 with --prompts-file, sample.seeds for the grid)")
+    p.add_argument("--steps", type=int, help="sampler steps, 1..the model's training timesteps (default: sample.steps)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: sample.guidance)")
+    p.add_argument("--scheduler", choices=["ddpm", "ddim", "dpmsolver++"], help="sampler (default: sample.scheduler)")
+    p.add_argument("--seed", type=int, default=0,
+                   help=f"first seed; sample j of each prompt uses seed + j, which must stay within 0..{MAX_SEED:,}")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
+    p.add_argument("--model", default=Path("data/model"),
+                   help="model folder, or an MLflow model URI: models:/glyffuser/VERSION, runs:/RUN_ID/model "
+                        "(default: %(default)s)")
+    p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file; glyffuser replaces only "
+                                            "files of the kind it writes, never a folder or a read-only file")
+    p.set_defaults(encoder=None)  # the encoder bundled with an MLflow --model, set when the CLI resolves the URI
+
+
+def _default(value, default):
+    return default if value is None else value
+
+
+def command(args: argparse.Namespace) -> dict:
+    from glyffuser.diffusion.process import check_sampling
+    from glyffuser.limits import check_request
+    from glyffuser.params import check_guidance, load_params
+
+    if args.prompt and args.prompts_file:
+        raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
+    if args.steps is not None and args.steps < 1:
+        raise GlyffuserError(f"--steps must be at least 1, got {args.steps}")
+    if args.guidance is not None:
+        check_guidance(args.guidance, "--guidance")
+    prompts = [clean_prompt(p) for p in args.prompt]
+    if args.out is not None and not args.prompts_file:
+        from PIL import Image
+
+        Image.init()
+        if args.out.suffix.lower() not in Image.registered_extensions():
+            raise GlyffuserError(f"--out {args.out} needs an image extension (.png, .jpg, .webp, ...) for the grid")
+    s = load_params(args.params).sample
+    steps = s.steps if args.steps is None else args.steps
+    guidance = s.guidance if args.guidance is None else args.guidance
+    scheduler = args.scheduler or s.scheduler
+    compile = s.compile if args.compile is None else args.compile
+    # Every bound and every output path is checked before the model is even loaded.
+    if args.prompts_file:
+        prompts, n, out = read_prompts(args.prompts_file), _default(args.n, 1), args.out or Path("samples")
+    elif prompts:
+        n, out, manifest = _default(args.n, 4), args.out or Path("samples.png"), None
+    else:  # no prompts: the pipeline's fixed grid from params (the DVC `sample` stage)
+        prompts, n, out = s.prompts, _default(args.n, s.seeds), args.out or Path("data/sample/grid.png")
+        manifest = out.with_name("manifest.json")
+    check_request(len(prompts), n, args.seed, steps)
+    if args.prompts_file:
+        files_outputs(out, len(prompts), n, args.seed)
+    else:
+        grid_outputs(out, manifest)
+    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile, encoder=args.encoder)
+    check_sampling(steps, guidance, pipe.scheduler_config)
+    if args.prompts_file:
+        return sample_files(pipe, prompts, n, steps, guidance, scheduler, args.seed, out)
+    return sample_grid(pipe, prompts, n, steps, guidance, scheduler, args.seed, out, manifest)
+
+
+def main(argv: list[str] | None = None, before=None) -> int:
+    return run_command("sample", "generate glyphs from English prompts with a trained model", add_arguments, command,
+                       argv, before)

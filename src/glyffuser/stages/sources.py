@@ -18,6 +18,7 @@ from fontTools.ttLib import TTFont, TTLibError
 from glyffuser.artifacts.atomic import atomic_outputs, check_output
 from glyffuser.artifacts.hashing import sha256_file
 from glyffuser.artifacts.source_manifest import MANIFEST, SourceManifest
+from glyffuser.command import run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import SourcesParams
 
@@ -121,3 +122,18 @@ def collect_sources(params: SourcesParams, out_dir: Path) -> SourceManifest:
         )
         (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+# `glyffuser sources`; the DVC stage `sources` runs it as stages/sources.py.
+def add_arguments(p) -> None:
+    p.add_argument("--out", type=Path, default=Path("data/sources"))
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    return asdict(collect_sources(load_params(args.params).sources, args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("sources", __doc__.splitlines()[0], add_arguments, command, argv)

@@ -27,6 +27,7 @@ from glyffuser.artifacts.checkpoints import clear_checkpoints, latest_checkpoint
 from glyffuser.artifacts.hashing import sha256_file
 from glyffuser.artifacts.images import labelled_grid, tensor_to_images
 from glyffuser.artifacts.model_folder import save_model_folder
+from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.deps import command_files
 from glyffuser.diffusion.process import sample
 from glyffuser.diffusion.training import (
@@ -367,3 +368,24 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
     finally:
         if tracking is not None:
             tracking.__exit__(None, None, None)
+
+
+# `glyffuser train`; the DVC stage `train` runs it as stages/train.py.
+def add_arguments(p) -> None:
+    inputs(p, "definitions", "glyphs", "embeddings", "model")
+    p.add_argument("--metrics", type=Path, default=Path("data/train/metrics.json"))
+    p.add_argument("--curve", type=Path, default=Path("data/train/loss.csv"))
+    p.add_argument("--checkpoints", type=Path, default=Path("data/train/checkpoints"))
+    no_mlflow(p)
+
+
+def command(args) -> dict | None:
+    from glyffuser.params import load_params
+
+    paths = TrainPaths(args.definitions, args.glyphs, args.embeddings, args.model, args.metrics, args.curve,
+                       args.checkpoints)
+    return run_train(load_params(args.params), paths, track=not args.no_mlflow)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("train", __doc__.splitlines()[0], add_arguments, command, argv)

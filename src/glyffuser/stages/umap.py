@@ -23,6 +23,7 @@ from glyffuser.artifacts.glyph_tables import read_glyph_tables
 from glyffuser.artifacts.images import pngs_to_tensor, radical_label, thumbnail
 from glyffuser.artifacts.source_manifest import SourceManifest
 from glyffuser.artifacts.tables import read_table, write_table
+from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 
@@ -259,7 +260,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
     layout_of = read_layouts(sources / manifest.decomposition_file)
     layouts = [layout_of.get(c, "single") for c in chars]
     pngs = table.column("png").to_pylist()
-    images = pngs_to_tensor(pngs, u.resolution)
+    images = pngs_to_tensor(pngs, u.resolution, glyphs, defs.column("codepoint").to_pylist())
     scores, pca = project(images, u.pca_components, params.base.seed)
     n_neighbors = min(u.n_neighbors, len(chars) - 1)
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=u.min_dist, random_state=params.base.seed)
@@ -308,3 +309,24 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
         log_to_model_run(read_model_info(model), {"minutes": report["minutes"]},
                          [out / f for f in (*PLOTS, "umap.html", "report.json")], "umap")
     return report
+
+
+# `glyffuser umap`; the DVC stage `umap` runs it as stages/umap.py.
+def add_arguments(p) -> None:
+    inputs(p, "definitions", "glyphs")
+    p.add_argument("--sources", type=Path, default=Path("data/sources"), help="font and decomposition table")
+    p.add_argument("--samples", type=Path, default=Path("data/evaluate/samples.parquet"))
+    p.add_argument("--model", type=Path, default=Path("data/model"), help="its MLflow run receives the figures")
+    p.add_argument("--out", type=Path, default=Path("data/umap"))
+    no_mlflow(p)
+
+
+def command(args) -> dict:
+    from glyffuser.params import load_params
+
+    return run_umap(load_params(args.params), args.definitions, args.glyphs, args.sources, args.samples,
+                    args.out, track=not args.no_mlflow, model=args.model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command("umap", __doc__.splitlines()[0], add_arguments, command, argv)
