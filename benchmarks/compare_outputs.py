@@ -5,7 +5,8 @@ fields left out (minutes, img/s: they differ on every run).
     python benchmarks/compare_outputs.py --before REV --after dvc.lock --out benchmarks/results/NAME.json
 
 `--before`/`--after` each name a git revision (its dvc.lock and git-tracked JSON outputs are read with
-`git show`) or `dvc.lock` (the workspace's). The train stage's weights are compared by
+`git show`) or `dvc.lock` (the workspace's). A folder output that differs is compared file by file
+against `--before-root` (a checkout holding the before run's outputs), JSON files without timing fields. The train stage's weights are compared by
 `benchmarks/same_weights.py` instead when the stage was recorded with `dvc commit` rather than re-run.
 """
 
@@ -46,7 +47,18 @@ def _without_timing(node):
     return node
 
 
-def compare(before: str, after: str) -> dict:
+def _same_folder(before: Path, after: Path) -> bool:
+    files = sorted(p.relative_to(after) for p in after.rglob("*") if p.is_file())
+    if files != sorted(p.relative_to(before) for p in before.rglob("*") if p.is_file()):
+        return False
+    for rel in files:
+        a, b = (before / rel).read_bytes(), (after / rel).read_bytes()
+        if a != b and not (rel.suffix == ".json" and _without_timing(json.loads(a)) == _without_timing(json.loads(b))):
+            return False
+    return True
+
+
+def compare(before: str, after: str, before_root: Path | None = None) -> dict:
     old, new = _outs(before), _outs(after)
     stages: dict[str, dict] = {}
     for stage, outs in new.items():
@@ -57,6 +69,8 @@ def compare(before: str, after: str) -> dict:
                 a, b = _read(before, path), _read(after, path)
                 if a is not None and b is not None:
                     entry["identical_without_timing"] = _without_timing(json.loads(a)) == _without_timing(json.loads(b))
+            elif not entry["identical"] and before_root is not None and (ROOT / path).is_dir():
+                entry["identical_without_timing"] = _same_folder(before_root / path, ROOT / path)
             stages.setdefault(stage, {})[path] = entry
     return stages
 
@@ -65,10 +79,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="git revision, or dvc.lock for the workspace")
     parser.add_argument("--after", default="dvc.lock", help="git revision, or dvc.lock for the workspace")
+    parser.add_argument("--before-root", type=Path, help="a checkout holding the before run's outputs (folders)")
     parser.add_argument("--out", type=Path, help="write the comparison as JSON here")
     parser.add_argument("--note", action="append", default=[], help="a line for the record (device, commands)")
     args = parser.parse_args()
-    stages = compare(args.before, args.after)
+    stages = compare(args.before, args.after, args.before_root)
     differ = [f"{s}: {p}" for s, outs in stages.items() for p, e in outs.items()
               if not e["identical"] and not e.get("identical_without_timing")]
     for line in differ:
