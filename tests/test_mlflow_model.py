@@ -129,7 +129,11 @@ def post(port: int, body) -> tuple[int, dict]:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+        text = err.read()
+        try:
+            return err.code, json.loads(text)
+        except ValueError:  # MLflow's 504 says "Request processing time exceeded limit" as plain text
+            return err.code, {"message": text.decode(errors="replace")}
 
 
 @contextmanager
@@ -168,24 +172,25 @@ def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one
         assert [(r["prompt"], r["seed"]) for r in rows] == [("a kind of fish", 3), ("a kind of fish", 4)]
         assert pixels(base64.b64decode(rows[0]["png"])).shape == (16, 16)
 
-        for bad, says in [
-            ({"dataframe_records": [{"prompt": "   "}]}, "empty prompt"),
-            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"num_images": 300}}, "must be 1..256"),
-            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": -1.0}}, "guidance must be"),
-            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": 1e308}}, "from 0 to 100"),  # issue 29
-            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"steps": "many"}}, "steps"),
-            ({"dataframe_records": [{"prompt": 5}]}, "prompt"),
-            ({"dataframe_records": [{"text": "a fish"}]}, "prompt"),
+        # ours: refused by our predict (its own one line); the others by MLflow's schema check before it
+        for bad, says, ours in [
+            ({"dataframe_records": [{"prompt": "   "}]}, "empty prompt", True),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"num_images": 300}}, "must be 1..256", True),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": -1.0}}, "guidance must be", True),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"guidance": 1e308}}, "from 0 to 100", True),
+            ({"dataframe_records": [{"prompt": "a fish"}], "params": {"steps": "many"}}, "steps", False),
+            ({"dataframe_records": [{"prompt": 5}]}, "prompt", False),
+            ({"dataframe_records": [{"text": "a fish"}]}, "prompt", False),
             ({"dataframe_records": [{"prompt": "fish " * 200_000}], "params": {"num_images": 256, "steps": 1}},
-             "the prompt has 1,000,000 characters; keep it to 200"),  # issue 29: a 269 MB answer before
-            (b"not json", ""),
+             "the prompt has 999,999 characters; keep it to 200", True),  # issue 29: a 269 MB answer before
+            (b"not json", "", False),
         ]:
             status, body = post(port, bad)
             assert status == 400, (str(bad)[:80], body)
             assert "stack_trace" not in body and "Traceback" not in body.get("message", ""), body
             assert says in body["message"], (str(bad)[:80], body["message"])
-            if says:  # our own line, not MLflow's "Failed to predict data '<the whole DataFrame>'" before it
-                assert body["message"].startswith(("the ", "an ", "a ", "guidance", "steps", "invalid")), body["message"]
+            if ours:  # our line alone, not MLflow's "Failed to predict data '<the whole DataFrame>'" before it
+                assert body["message"].count("\n") == 0 and not body["message"].startswith("Failed"), body["message"]
 
 
 def cpu_seconds(pid: int) -> float:
