@@ -37,11 +37,16 @@ def interrupt_after_first_rename(monkeypatch, action):
 
 def test_ctrl_c_during_the_swap_finishes_it_then_interrupts(tmp_path, monkeypatch):
     a, b = write_old(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_outputs(a, b) as (ta, tb):
-            ta.write_text('"new a"')
-            tb.write_text('"new b"')
-            interrupt_after_first_rename(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
+    # Ctrl+C as in a terminal, whatever this process inherited (a background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_outputs(a, b) as (ta, tb):
+                ta.write_text('"new a"')
+                tb.write_text('"new b"')
+                interrupt_after_first_rename(monkeypatch, lambda: os.kill(os.getpid(), signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert a.read_text() == '"new a"' and b.read_text() == '"new b"'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no staging folder left
 
