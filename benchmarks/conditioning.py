@@ -1,8 +1,11 @@
 """Conditioning levers (issue 20): what each costs per training step, and what it buys, paired.
 
     python benchmarks/conditioning.py --only speed     # the train stage's step for each lever, ~5 min on 2 cores
+    python benchmarks/conditioning.py --only speed --tag round2 \
+        --levers "patch 4,patch 4 + cross-attention at 8x8,patch 4 + contrastive flow 0.05"  # issue 31's, ~3 min
     python benchmarks/conditioning.py --only compare   # paired comparison of evaluated runs, seconds
     python benchmarks/conditioning.py --only fidelity  # is the stroke-fidelity measure valid? ~2 min
+    python benchmarks/conditioning.py --only paper     # is the paper-darkness measure valid? ~1 min
     python benchmarks/conditioning.py --only topk      # a lenient second reading: target among the judge's top 3
     python benchmarks/conditioning.py --only image --runs baseline,default  # docs/conditioning_side_by_side.png
 
@@ -11,12 +14,15 @@ Parts (each writes benchmarks/results/conditioning_<part>-<device>.json with dev
            stored embeddings for each lever's train.* overrides, interleaved over rounds.
 - fidelity: the validity check of the stroke-fidelity measure (glyffuser.analysis.fidelity) on 3 seeds: real glyphs
            of another split < each light degradation of them < the held-out samples of each saved run.
+- paper:   the same check of the paper-darkness measure (glyffuser.analysis.paper): real glyphs (~0) < a faint haze
+           or faint specks on them < the held-out samples of each saved run.
 - compare: per-sample results of evaluated runs (data/evaluate/samples.parquet of each, saved under
            benchmarks/results/runs/<name>/ by `--save NAME`), paired on the same held-out definitions and
            seeds: the difference of adherence with its standard error and a bootstrap 95 % interval, and the
            grid / seed-sweep / KID / fidelity numbers of each run beside it.
 
     python benchmarks/conditioning.py --save baseline  # copy data/evaluate's metrics + per-sample table
+    python benchmarks/conditioning.py --save p4 --exp p4e15  # the same from a dvc experiment (its dvc.lock, the cache)
 """
 
 from __future__ import annotations
@@ -48,18 +54,24 @@ LEVERS: dict[str, dict] = {
     "film + cross-attention at 16x16, cross only": {"film": True, "attention_levels": [False, True, True],
                                                    "cross_attention_only": [False, True, False]},
     "batch 32": {"batch_size": 32},
+    # round 2 (issue 31): the 16×16 grid and what is added on it
+    "patch 4": {"patch_size": 4},
+    "patch 4 + cross-attention at 8x8": {"patch_size": 4, "attention_levels": [False, True, True]},
+    "patch 4 + contrastive flow 0.05": {"patch_size": 4, "contrastive_flow": 0.05},
 }
 
 
-def part_speed(rounds: int = 2) -> dict:
+def part_speed(rounds: int = 2, only: list[str] | None = None) -> dict:
+    """`only`: these levers (names as in LEVERS) beside the default; all when None."""
     from cpu import real_text_batches
     from gpu import train_ours
 
     p = load_params().train
     cpu = torch.device("cpu")
-    runs: dict[str, list[float]] = {name: [] for name in LEVERS}
+    levers = {n: u for n, u in LEVERS.items() if only is None or n == "default" or n in only}
+    runs: dict[str, list[float]] = {name: [] for name in levers}
     for r in range(rounds):
-        for name, update in LEVERS.items():
+        for name, update in levers.items():
             q = p.model_copy(update=update)
             texts = real_text_batches(q.batch_size, trim=True)
             res = train_ours(q, cpu, q.batch_size, warmup=3, steps=12, texts=texts, compile_mode=None,
@@ -68,8 +80,38 @@ def part_speed(rounds: int = 2) -> dict:
             print(f"round {r + 1}: {name}: {res['img_per_s']} img/s", flush=True)
     base = statistics.median(runs["default"])
     return {"rounds": rounds, "batch": p.batch_size, "levers": {
-        name: {"train_overrides": LEVERS[name], "img_per_s": statistics.median(v), "runs": v,
+        name: {"train_overrides": levers[name], "img_per_s": statistics.median(v), "runs": v,
                "relative_to_default": round(statistics.median(v) / base, 3)} for name, v in runs.items()}}
+
+
+def _cache_file(md5: str) -> Path:
+    return ROOT / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def save_exp(name: str, exp: str) -> Path:
+    """Like save_run, from a `dvc exp run` experiment (also one run with --temp, whose outputs never reach the
+    workspace): the files its commit's dvc.lock records, read from the DVC cache."""
+    import subprocess
+
+    import yaml
+
+    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=ROOT, check=True,
+                          capture_output=True, text=True).stdout.split()
+    ref = next((r for r in refs if r.rsplit("/", 1)[-1] == exp), None)
+    if ref is None:
+        sys.exit(f"no experiment named {exp!r} (dvc exp list)")
+    show = lambda path: subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True,  # noqa: E731
+                                       capture_output=True, text=True).stdout
+    lock = yaml.safe_load(show("dvc.lock"))["stages"]
+    outs = {o["path"]: o["md5"] for st in ("evaluate", "train") for o in lock[st]["outs"]}
+    out = RUNS / name
+    out.mkdir(parents=True, exist_ok=True)
+    for src, dst in (("data/evaluate/metrics.json", "metrics.json"), ("data/evaluate/samples.parquet", "samples.parquet"),
+                     ("data/evaluate/grid.png", "evaluate_grid.png"), ("data/train/metrics.json", "train_metrics.json")):
+        shutil.copy2(_cache_file(outs[src]), out / dst)
+    (out / "params.yaml").write_text(show("params.yaml"))
+    print(f"saved {out} from experiment {exp} ({ref})")
+    return out
 
 
 def save_run(name: str) -> Path:
@@ -114,12 +156,16 @@ def part_compare(names: list[str]) -> dict:
     tables = {n: heldout(n) for n in names}
     metrics = {n: json.loads((RUNS / n / "metrics.json").read_text()) for n in names}
     keys = ["adherence_heldout", "adherence_heldout_se", "adherence_grid", "seed_sweep_hits", "kid", "sharpness_ratio",
-            "stroke_fidelity", "stroke_fidelity_se",
+            "stroke_fidelity", "stroke_fidelity_se", "paper_darkness", "paper_darkness_se",
             "control_shuffled", "novelty"]
     out = {"baseline": base_name, "runs": {}}
     for n in names:
         row = {k: metrics[n].get(k) for k in keys}
         row["grid_per_prompt"] = metrics[n].get("adherence_grid_per_prompt")
+        if row.get("paper_darkness") is None:  # runs evaluated before the measure existed: from their saved samples
+            from glyffuser.analysis.paper import paper_darkness
+
+            row["paper_darkness"], row["paper_darkness_se"] = paper_darkness(_samples(RUNS / n / "samples.parquet"))
         if n != base_name:
             merged = tables[base_name].merge(tables[n], on=["target_codepoint", "seed"], suffixes=("_a", "_b"))
             row["paired_heldout_vs_baseline"] = paired(merged["hit_a"].to_numpy(), merged["hit_b"].to_numpy())
@@ -178,6 +224,31 @@ def part_fidelity(runs: list[str], seeds: int = 3) -> dict:
         print(json.dumps(row), flush=True)
     return {"reference": f"{len(test)} real test glyphs at {params.train.resolution} px", "other_real": "1000 train glyphs",
             "degradations": list(DEGRADATIONS), "rows": rows}
+
+
+def part_paper(runs: list[str], seeds: int = 3) -> dict:
+    """Is the paper-darkness measure valid? Per seed (another draw of 1,000 real train glyphs and of the
+    degradations): real (~0) < each light degradation < the held-out samples of each saved run."""
+    from glyffuser.analysis.paper import DEGRADATIONS, paper_darkness, validate
+    from glyffuser.artifacts.glyph_tables import load_glyph_splits
+
+    params = load_params()
+    splits = load_glyph_splits(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet",
+                               params.train.resolution)
+    train = splits["train"].images
+    samples = {n: paper_darkness(_samples(RUNS / n / "samples.parquet"))[0] for n in runs
+               if (RUNS / n / "samples.parquet").is_file()}
+    rows = []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        row = {"seed": seed, **validate(train[torch.randperm(len(train), generator=gen)[:1000]], seed=seed),
+               **{f"samples: {n}": v for n, v in samples.items()}}
+        row["ranked_as_expected"] = bool(row["real"] < min(row[k] for k in DEGRADATIONS) and all(
+            max(row[k] for k in DEGRADATIONS) < v for v in samples.values()))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return {"real_test": paper_darkness(splits["test"].images)[0], "other_real": "1000 train glyphs",
+            "resolution": params.train.resolution, "degradations": list(DEGRADATIONS), "rows": rows}
 
 
 def part_topk(names: list[str], k: int = 3) -> dict:
@@ -254,20 +325,26 @@ def part_image(names: list[str], out: Path = ROOT / "docs" / "conditioning_side_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="speed and/or compare")
+    parser.add_argument("--only", default="", help="comma-separated parts: speed, compare, fidelity, paper, topk, image")
     parser.add_argument("--save", default="", help="save data/evaluate's results as this run name")
+    parser.add_argument("--levers", default="", help="with --only speed: these LEVERS names (comma-separated) only")
+    parser.add_argument("--tag", default="", help="suffix of the speed result's file name")
+    parser.add_argument("--exp", default="", help="with --save: take the results of this dvc experiment (dvc exp list)")
     parser.add_argument("--runs", default="", help="comma-separated saved run names for compare; the first is the baseline")
     args = parser.parse_args()
     if args.save:
-        save_run(args.save)
+        save_exp(args.save, args.exp) if args.exp else save_run(args.save)
     parts = [x for x in args.only.split(",") if x]
     if "speed" in parts:
-        write_result("conditioning_speed", part_speed())
+        only = [x for x in args.levers.split(",") if x] or None
+        write_result("conditioning_speed" + ("_" + args.tag if args.tag else ""), part_speed(only=only))
     names = [x for x in args.runs.split(",") if x] or sorted(p.name for p in RUNS.iterdir() if p.is_dir())
     if "topk" in parts:
         write_result("conditioning_topk", part_topk(names))
     if "fidelity" in parts:
         write_result("conditioning_fidelity", part_fidelity(names))
+    if "paper" in parts:
+        write_result("conditioning_paper", part_paper(names))
     if "compare" in parts:
         write_result("conditioning_compare", part_compare(names))
     if "image" in parts:

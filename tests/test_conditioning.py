@@ -5,7 +5,7 @@ import torch
 
 from glyffuser.analysis.fidelity import DEGRADATIONS, degrade, fidelity, stroke_codes
 from glyffuser.artifacts.glyph_tables import load_glyph_splits
-from glyffuser.diffusion.process import loss_weight, sample_timesteps, snr, training_scheduler
+from glyffuser.diffusion.process import diffusion_loss, loss_weight, sample_timesteps, snr, training_scheduler
 from glyffuser.diffusion.unet import build_unet
 
 
@@ -117,3 +117,51 @@ def test_sense_subsets_mask_whole_senses_and_keep_one():
         seen.add(tuple(m[0, [1, 4, 6]].tolist()))
     assert len(seen) == 7  # every non-empty subset of the three senses occurs
     assert torch.equal(sense_subsets(mask, sense, 0.0, torch.Generator().manual_seed(0)), mask)
+
+
+def test_contrastive_flow_subtracts_the_distance_to_another_images_target():
+    sched = training_scheduler("linear", "v_prediction", False)
+    g = torch.Generator().manual_seed(0)
+    x0, noise, pred = (torch.randn(6, 1, 8, 8, generator=g) for _ in range(3))
+    t = torch.randint(0, 1000, (6,), generator=g)
+    plain = diffusion_loss(pred, x0, noise, t, sched, 0.0)
+    assert torch.equal(diffusion_loss(pred, x0, noise, t, sched, 0.0, contrast=0.0), plain)  # off: the old loss
+    negative = sched.get_velocity(x0.roll(1, 0), noise.roll(1, 0), t)  # the previous image's target at this t
+    expected = plain - 0.05 * (pred - negative).pow(2).mean()
+    assert torch.allclose(diffusion_loss(pred, x0, noise, t, sched, 0.0, contrast=0.05), expected)
+    # the term pulls a prediction away from the other image's target: the gradient of the contrastive part
+    p = negative.clone().requires_grad_(True)
+    diffusion_loss(p, x0, noise, t, sched, 0.0, contrast=0.05).backward()
+    plain_grad = 2 * (negative - sched.get_velocity(x0, noise, t)) / p.numel()
+    assert torch.allclose(p.grad, plain_grad)  # at the negative itself the contrastive gradient is zero
+    p2 = (negative + 0.1).requires_grad_(True)
+    diffusion_loss(p2, x0, noise, t, sched, 0.0, contrast=0.05).backward()
+    assert torch.allclose(p2.grad, 2 * (p2.detach() - sched.get_velocity(x0, noise, t)) / p.numel()
+                          - 0.05 * 2 * 0.1 / p.numel())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paper_darkness_is_zero_on_real_glyphs_and_sees_each_light_degradation(real_glyphs, seed):
+    from glyffuser.analysis import paper
+
+    _, other = real_glyphs
+    real, _ = paper.paper_darkness(other)
+    assert real < 0.01  # real glyphs: white paper away from the strokes (antialiasing stays within the radius)
+    gen = torch.Generator().manual_seed(seed)
+    for kind in paper.DEGRADATIONS:
+        value, se = paper.paper_darkness(paper.degrade(other, kind, gen))
+        assert value > real + 0.05 and se > 0, (kind, value, real)
+
+
+def test_paper_darkness_counts_only_pixels_far_from_ink():
+    from glyffuser.analysis.paper import far_from_ink, paper_darkness_per_image
+
+    x = torch.ones(2, 1, 64, 64)
+    x[:, 0, 30:34, 30:34] = -1  # a 4×4 ink square
+    x[0, 0, 35, 35] = 0.5  # a light-grey pixel 2 px from the ink (within the radius of 64 // 32 = 2): not paper
+    x[1, 0, 5, 5] = 0.0  # a mid-grey speck far away: paper, darkness 127.5
+    far = far_from_ink(x)
+    assert far.shape == x.shape and not far[0, 0, 28:36, 28:36].any() and far[0, 0, 27, 27] and far[0, 0, 36, 36]
+    d = paper_darkness_per_image(x)
+    assert d[0] == 0
+    assert torch.isclose(d[1], torch.tensor(127.5 / int(far[1].sum())))

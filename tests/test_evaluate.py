@@ -36,6 +36,8 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     assert metrics["resolution"] == 16 and metrics["sharpness_real"] > 0.5
     assert metrics["sharpness_ratio"] == pytest.approx(metrics["sharpness"] / metrics["sharpness_real"])
     assert metrics["copy_calibration_recall"] > 0.9  # near-copies find their own original
+    # a tiny model's paper is greyer than the real glyphs' far from the strokes
+    assert 0 <= metrics["paper_darkness_real"] < metrics["paper_darkness"] and metrics["paper_darkness_se"] > 0
     assert json.loads(paths.metrics.read_text()) == metrics
     samples = pq.read_table(paths.out / "samples.parquet").to_pandas()
     n = p.evaluate.heldout_characters

@@ -134,9 +134,18 @@ def x0_from_output(scheduler_config: dict, x: torch.Tensor, t: int, out: torch.T
 
 
 def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
-                   scheduler: DDPMScheduler, min_snr_gamma: float, weighting: str = "min_snr") -> torch.Tensor:
-    """MSE to the eps or v target, optionally weighted (`loss_weight`)."""
-    per_image = (pred.float() - target(scheduler, x0, noise, t).float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+                   scheduler: DDPMScheduler, min_snr_gamma: float, weighting: str = "min_snr",
+                   contrast: float = 0.0) -> torch.Tensor:
+    """MSE to the eps or v target, optionally weighted (`loss_weight`).
+
+    contrast > 0: contrastive flow matching (ΔFM, Stoica et al. 2025): minus `contrast` times the MSE to the
+    target of another image of the batch (its glyph and noise, this one's t), so that the flows of different
+    prompts are pushed apart; the negatives are the batch rolled by one, so it costs no extra forward pass."""
+    pred = pred.float()
+    per_image = (pred - target(scheduler, x0, noise, t).float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    if contrast > 0:
+        negative = target(scheduler, x0.roll(1, 0), noise.roll(1, 0), t).float()  # (B,1,R,R)
+        per_image = per_image - contrast * (pred - negative).pow(2).mean(dim=(1, 2, 3))
     weight = loss_weight(scheduler, t, min_snr_gamma, weighting)
     if weight is not None:
         per_image = per_image * weight

@@ -164,7 +164,8 @@ class TrainStep:
         p = self.p
         with self.accelerator.autocast():
             pred = denoise(self.unet, self.noise_sched.add_noise(x0, noise, t), t, text.float(), mask)
-        loss = diffusion_loss(pred, x0, noise, t, self.noise_sched, p.min_snr_gamma, p.loss_weighting)
+        loss = diffusion_loss(pred, x0, noise, t, self.noise_sched, p.min_snr_gamma, p.loss_weighting,
+                              p.contrastive_flow)
         self.accelerator.backward(loss)
         params = self.unet.parameters()
         if p.grad_clip > 0:

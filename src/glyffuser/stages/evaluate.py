@@ -7,7 +7,8 @@ Samples are drawn with the sample stage's sampler settings and judged by the rad
 - controls: the empty prompt, and the held-out definitions shuffled across characters, both scored
   against the same targets. If either sits far above chance the metric measures something else.
 Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), stroke fidelity
-(glyffuser.analysis.fidelity: local stroke texture against the real test glyphs, which KID does not see), novelty
+(glyffuser.analysis.fidelity: local stroke texture against the real test glyphs, which KID does not see), paper
+darkness (glyffuser.analysis.paper: grey haze and specks far from the strokes; real glyphs 0), novelty
 (nearest training glyph against a copy threshold calibrated on real near-copies) and a text-only
 ceiling (linear probe from the pooled text embedding to the radical).
 """
@@ -25,6 +26,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from glyffuser.analysis.fidelity import fidelity, stroke_codes
+from glyffuser.analysis.paper import paper_darkness
 from glyffuser.analysis.judge import load_classifier, majority_share, predict
 from glyffuser.analysis.metrics import (
     adherence,
@@ -231,7 +233,10 @@ def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test,
     test_codes = stroke_codes(test.images)
     fid_stroke, fid_stroke_se = fidelity(test_codes, stroke_codes(heldout), seed=seed)
     fid_stroke_real, _ = fidelity(test_codes, stroke_codes(train.images[real_pick]), boot=2, seed=seed)
-    return {"kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
+    # The paper far from the strokes (glyffuser.analysis.paper): 0 on real glyphs, grey haze and specks above it.
+    paper, paper_se = paper_darkness(heldout)
+    return {"paper_darkness": paper, "paper_darkness_se": paper_se,
+            "paper_darkness_real": paper_darkness(test.images)[0],"kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
             "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se,
             "stroke_fidelity_real_floor": fid_stroke_real,
             "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset}

@@ -342,6 +342,9 @@ def _quality(r: dict, paths: GuidePaths) -> str:
         ["stroke fidelity", f"{ev.get('stroke_fidelity', float('nan')):.4f} bits (real floor "
          f"{ev.get('stroke_fidelity_real_floor', float('nan')):.4f})", "how far the samples' local stroke texture "
          "(3×3 ink patterns and grey edges) is from real glyphs': wobble, specks and blur raise it; 0 = real"],
+        ["paper darkness", f"{ev.get('paper_darkness', float('nan')):.2f} of 255 (real "
+         f"{ev.get('paper_darkness_real', float('nan')):.2f})", "mean darkness of the pixels far from every stroke: "
+         "the grey haze and specks on the paper; real glyphs' paper is white"],
     ]
     return f"""
 <p>The evaluate stage judges the model with a separate radical classifier (trained on real glyphs at {cl['resolution']}
