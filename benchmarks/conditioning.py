@@ -108,7 +108,11 @@ def save_exp(name: str, exp: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for src, dst in (("data/evaluate/metrics.json", "metrics.json"), ("data/evaluate/samples.parquet", "samples.parquet"),
                      ("data/evaluate/grid.png", "evaluate_grid.png"), ("data/train/metrics.json", "train_metrics.json")):
-        shutil.copy2(_cache_file(outs[src]), out / dst)
+        if _cache_file(outs[src]).is_file():
+            shutil.copy2(_cache_file(outs[src]), out / dst)
+        else:  # an output with `cache: false` lives in git, in the experiment's commit
+            (out / dst).write_bytes(subprocess.run(["git", "show", f"{ref}:{src}"], cwd=ROOT, check=True,
+                                                   capture_output=True).stdout)
     (out / "params.yaml").write_text(show("params.yaml"))
     print(f"saved {out} from experiment {exp} ({ref})")
     return out
@@ -328,7 +332,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated parts: speed, compare, fidelity, paper, topk, image")
     parser.add_argument("--save", default="", help="save data/evaluate's results as this run name")
     parser.add_argument("--levers", default="", help="with --only speed: these LEVERS names (comma-separated) only")
-    parser.add_argument("--tag", default="", help="suffix of the speed result's file name")
+    parser.add_argument("--tag", default="", help="suffix of the result files' names (e.g. round2)")
     parser.add_argument("--exp", default="", help="with --save: take the results of this dvc experiment (dvc exp list)")
     parser.add_argument("--runs", default="", help="comma-separated saved run names for compare; the first is the baseline")
     args = parser.parse_args()
@@ -340,15 +344,15 @@ def main() -> None:
         write_result("conditioning_speed" + ("_" + args.tag if args.tag else ""), part_speed(only=only))
     names = [x for x in args.runs.split(",") if x] or sorted(p.name for p in RUNS.iterdir() if p.is_dir())
     if "topk" in parts:
-        write_result("conditioning_topk", part_topk(names))
+        write_result("conditioning_topk" + ("_" + args.tag if args.tag else ""), part_topk(names))
     if "fidelity" in parts:
-        write_result("conditioning_fidelity", part_fidelity(names))
+        write_result("conditioning_fidelity" + ("_" + args.tag if args.tag else ""), part_fidelity(names))
     if "paper" in parts:
-        write_result("conditioning_paper", part_paper(names))
+        write_result("conditioning_paper" + ("_" + args.tag if args.tag else ""), part_paper(names))
     if "compare" in parts:
-        write_result("conditioning_compare", part_compare(names))
+        write_result("conditioning_compare" + ("_" + args.tag if args.tag else ""), part_compare(names))
     if "image" in parts:
-        part_image([names[0], names[-1]])
+        part_image(names if args.runs else [names[0], names[-1]], ROOT / "docs" / f"conditioning_side_by_side{'_' + args.tag if args.tag else ''}.png")
 
 
 if __name__ == "__main__":
