@@ -7,8 +7,9 @@ data/embed) with an older commit's code and with this checkout's, and compare th
 This is the evidence behind `dvc commit train` for a change that cannot alter the train stage's outputs
 (DEVELOPERS.md): same md5 before and after, or a retrain. The model is the params' own UNet shrunk to a
 tiny width (the code paths stay those of the params: weighting, FiLM, caption augmentation, ...), so a
-run takes well under a minute per side on 2 cores. Both sides read this checkout's params.yaml (a key the older
-code does not know is dropped when it is null, the value that keeps the older behaviour).
+run takes well under a minute per side on 2 cores. Both sides read this checkout's params.yaml; a key the older
+code does not know is dropped on its side (safe for the proof: if the key's value changes what the new code trains,
+the two md5s differ).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ except ImportError:  # before the stages/ package (issue 21)
     from glyffuser.train import TrainPaths, run_train
 data, overrides = Path(sys.argv[2]), json.loads(sys.argv[3])
 raw = yaml.safe_load(Path(sys.argv[4]).read_text())
-for group, values in raw.items():  # a key the older code does not know yet, left at null (its "off"): drop it
-    known = Params.model_fields[group].annotation.model_fields
-    raw[group] = {k: v for k, v in values.items() if k in known or v is not None}
+for group, values in raw.items():  # a key the older code does not know yet: drop it (if its value changes what
+    known = Params.model_fields[group].annotation.model_fields  # the new code trains, the two md5s differ)
+    raw[group] = {k: v for k, v in values.items() if k in known}
 params = with_overrides(parse_params(raw, Path(sys.argv[4])), overrides)
 out = Path(tempfile.mkdtemp())
 paths = TrainPaths(data / "render/definitions.parquet", data / "render/glyphs.parquet", data / "embed/embeddings.parquet",
