@@ -202,9 +202,13 @@ def _learning(r: dict, paths: GuidePaths) -> str:
     augmented = (f" For {_pct(r['caption_augmentation'])} of the definitions with several “;”-separated senses, a "
                  "random subset of the senses is kept, so that short prompts are trained too."
                  if r.get("caption_augmentation") else "")
+    contrast = (f" From it, {r['contrastive_flow']:g} times the squared error to another glyph's target in the batch "
+                "is subtracted (contrastive flow matching): the network is also pushed away from answers that would "
+                "fit any prompt, so different definitions lead to more different glyphs." if r.get("contrastive_flow")
+                else "")
     return f"""
 <p>Training is a regression. Take a glyph, pick t at random, add noise, and ask the network for {what}. From its
-answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error{weighting}.{augmented} After {tr['steps']:,} steps
+answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error{weighting}.{contrast}{augmented} After {tr['steps']:,} steps
 ({tr['epochs']:g} epochs, {tr['wall_time_min']:.1f} min at {tr['img_per_s']:.0f} images/s) it is {tr['train_loss']:.4f}
 on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
 {figure(F / 'prediction.png', f"What the network predicts for {fig['pixel_glyph']} at several t, with its "
@@ -378,7 +382,8 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
     """Write the page; returns its sections and images (the test and the stage summary use them)."""
     t = params.train
     reports = {"cfg_dropout": t.cfg_dropout, "loss_weighting": t.loss_weighting if t.min_snr_gamma > 0 else "plain",
-               "min_snr_gamma": t.min_snr_gamma, "caption_augmentation": t.caption_augmentation, "gif_glyphs": 2 * len(params.figures.animation_prompts),
+               "min_snr_gamma": t.min_snr_gamma, "caption_augmentation": t.caption_augmentation,
+               "contrastive_flow": t.contrastive_flow, "gif_glyphs": 2 * len(params.figures.animation_prompts),
                "figures": _json(paths.figures / "report.json"), "umap": _json(paths.umap / "report.json"),
                "evaluate": _json(paths.evaluate / "metrics.json"), "train": _json(paths.train_metrics),
                "render": _json(paths.render_report), "classifier": _json(paths.classifier_report),
