@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glyffuser.analysis.fidelity import degrade as degrade_real
+
 
 class Upsampler(nn.Module):
     """×`scale`: bilinear upsampling plus a learned residual computed at the low resolution."""
@@ -47,10 +49,8 @@ def degrade(low: torch.Tensor, gen: torch.Generator, strength: float = 1.0) -> t
     b, _, r, _ = low.shape
     x = low.float().clone()
     u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
-    # blur or jitter
-    k = torch.tensor([1.0, 2.0, 1.0])
-    k = (k[:, None] * k[None, :] / 16).view(1, 1, 3, 3)
-    blurred = torch.lerp(x, F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k), 0.5)
+    # blur (the stroke-fidelity check's light blur) or jitter
+    blurred = degrade_real(x, "blur", gen)
     shift = (u(b, 1, 1, 2) - 0.5) * (2 / r) * strength  # up to ±0.5 px in grid units
     grid = F.affine_grid(torch.eye(2, 3).expand(b, 2, 3), list(x.shape), align_corners=False) + shift
     jittered = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
