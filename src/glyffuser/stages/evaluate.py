@@ -236,7 +236,8 @@ def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test,
     # The paper far from the strokes (glyffuser.analysis.paper): 0 on real glyphs, grey haze and specks above it.
     paper, paper_se = paper_darkness(heldout)
     return {"paper_darkness": paper, "paper_darkness_se": paper_se,
-            "paper_darkness_real": paper_darkness(test.images)[0],"kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
+            "paper_darkness_real": paper_darkness(test.images)[0],
+            "kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
             "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se,
             "stroke_fidelity_real_floor": fid_stroke_real,
             "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset}
