@@ -3,6 +3,9 @@ degradation augmentation (glyffuser.diffusion.upsampler), judged on real glyphs 
 
     python benchmarks/upsampler.py --runs xeon-default,p4e15          # ~6 min on 2 cores
     python benchmarks/upsampler.py --steps 600 --strength 0 --tag clean  # without the degradation augmentation
+    python benchmarks/upsampler.py --design diffusion --minutes 1.6 --runs p4e15-dfm05 --tag diffusion
+                                   # the alternative: a small diffusion SR model, same minutes, sampled in a few steps
+    python benchmarks/upsampler.py --speed     # the pipeline's cost per glyph: data/model alone vs with data/upsampler
 
 Trains one upsampler on the render tables' train split (64 px box-downsampled inputs, the 128 px renders as
 targets), then for each saved run (benchmarks/results/runs/<name>/samples.parquet, the evaluate stage's 64 px
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_result  # noqa: E402
@@ -37,9 +41,66 @@ from glyffuser.analysis.judge import load_classifier, predict  # noqa: E402
 from glyffuser.analysis.metrics import two_tone_share  # noqa: E402
 from glyffuser.analysis.paper import paper_darkness  # noqa: E402
 from glyffuser.artifacts.glyph_tables import load_glyph_splits  # noqa: E402
-from glyffuser.diffusion.upsampler import Upsampler, train_upsampler, upsample  # noqa: E402
+from glyffuser.diffusion.upsampler import Upsampler, degrade, train_upsampler, upsample  # noqa: E402
 
 DATA = ROOT / "data"
+
+
+class DiffusionSR(torch.nn.Module):
+    """The alternative to the regression CNN (SR3 / Imagen's super-resolution models, in small): a UNet denoises the
+    128 px glyph conditioned on the bilinear-upsampled 64 px input (concatenated as channels), v-prediction on the
+    linear schedule, sampled with DPM-Solver++ in a few steps. Runs on the 2×2 pixel-unshuffled 64×64 grid (as the
+    base model's patches), so a step costs about what a 64 px UNet step costs."""
+
+    def __init__(self, channels=(32, 64), seed: int = 0):
+        super().__init__()
+        from diffusers import DDPMScheduler, UNet2DModel
+
+        torch.manual_seed(seed)
+        self.unet = UNet2DModel(sample_size=64, in_channels=8, out_channels=4, block_out_channels=channels,
+                                down_block_types=("DownBlock2D",) * len(channels),
+                                up_block_types=("UpBlock2D",) * len(channels), layers_per_block=1, norm_num_groups=8)
+        self.schedule = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+
+    def denoise(self, noisy: torch.Tensor, cond: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([F.pixel_unshuffle(noisy, 2), F.pixel_unshuffle(cond, 2)], dim=1)  # (B,8,64,64)
+        return F.pixel_shuffle(self.unet(x, t).sample, 2)  # (B,1,128,128)
+
+    def train_for(self, low: torch.Tensor, high: torch.Tensor, minutes: float, batch: int, lr: float, strength: float,
+                  seed: int = 0) -> tuple[int, list[float]]:
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.AdamW(self.unet.parameters(), lr=lr, weight_decay=0.0)
+        a = self.schedule.alphas_cumprod
+        losses, end = [], time.perf_counter() + minutes * 60
+        self.unet.train()
+        while time.perf_counter() < end:
+            idx = torch.randint(0, len(low), (batch,), generator=gen)
+            cond = F.interpolate(degrade(low[idx], gen, strength), scale_factor=2, mode="bilinear", align_corners=False)
+            x0, noise = high[idx], torch.randn(high[idx].shape, generator=gen)
+            t = torch.randint(0, 1000, (batch,), generator=gen)
+            s, r = a[t].sqrt().view(-1, 1, 1, 1), (1 - a[t]).sqrt().view(-1, 1, 1, 1)
+            loss = F.mse_loss(self.denoise(s * x0 + r * noise, cond, t), s * noise - r * x0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return len(losses), losses
+
+    @torch.no_grad()
+    def forward(self, low: torch.Tensor, steps: int = 4, seed: int = 0, batch: int = 256) -> torch.Tensor:
+        from diffusers import DPMSolverMultistepScheduler
+
+        self.unet.eval()
+        out = []
+        for i in range(0, len(low), batch):
+            cond = F.interpolate(low[i:i + batch].float(), scale_factor=2, mode="bilinear", align_corners=False)
+            sched = DPMSolverMultistepScheduler.from_config(self.schedule.config)
+            sched.set_timesteps(steps)
+            x = torch.randn(cond.shape, generator=torch.Generator().manual_seed(seed + i))
+            for t in sched.timesteps:
+                x = sched.step(self.denoise(x, cond, t.expand(len(x))), t, x).prev_sample
+            out.append(x.clamp(-1, 1))
+        return torch.cat(out)
 
 
 def quality(images: torch.Tensor, real: torch.Tensor, real_codes: torch.Tensor) -> dict:
@@ -68,6 +129,29 @@ def sheet(rows: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path, n: int
     sheet.save(path)
 
 
+def speed(rounds: int = 3) -> None:
+    """What a user pays per glyph for the cascade: GlyffuserPipeline (data/model + data/upsampler, the sample stage's
+    settings) drawing the sample grid (8 prompts × 8 seeds) as 64 px drafts and as 128 px glyphs, interleaved rounds."""
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
+    from glyffuser.params import load_params
+
+    s = load_params(ROOT / "params.yaml").sample
+    pipe = GlyffuserPipeline.from_pretrained(DATA / "model", bf16=s.autocast(), upsampler=DATA / "upsampler")
+    times: dict[str, list[float]] = {"base_64": [], "cascade_128": []}
+    pipe(s.prompts[:1], num_images=2, steps=2)  # warm-up: the encoder, the first batch
+    for _ in range(rounds):
+        for name, base in (("base_64", True), ("cascade_128", False)):
+            tick = time.perf_counter()
+            pipe(s.prompts, num_images=s.seeds, steps=s.steps, guidance=s.guidance, scheduler=s.scheduler, base=base)
+            times[name].append((time.perf_counter() - tick) * 1000 / (len(s.prompts) * s.seeds))
+    out = {k: {"ms_per_glyph": round(float(np.median(v)), 2), "rounds": [round(x, 2) for x in v]} for k, v in times.items()}
+    out["ratio"] = round(out["cascade_128"]["ms_per_glyph"] / out["base_64"]["ms_per_glyph"], 3)
+    out["settings"] = {"steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler, "glyphs": len(s.prompts) * s.seeds,
+                       "bf16": pipe.bf16}
+    print(out, flush=True)
+    write_result("upsampler_speed", out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="", help="saved runs (benchmarks/results/runs/) whose samples are upsampled")
@@ -77,26 +161,44 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=48)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--strength", type=float, default=1.0, help="degradation augmentation (0: clean inputs)")
+    parser.add_argument("--design", choices=["cnn", "diffusion"], default="cnn",
+                        help="cnn: the pipeline's regression upsampler; diffusion: a small diffusion SR model")
+    parser.add_argument("--minutes", type=float, default=1.6, help="diffusion: training minutes (the CNN's, to compare)")
+    parser.add_argument("--sr-steps", type=int, default=4, help="diffusion: DPM-Solver++ steps per glyph")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--speed", action="store_true", help="only time the pipeline with and without the upsampler")
     args = parser.parse_args()
+    if args.speed:
+        return speed()
 
     paths = DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet"
     low, high = load_glyph_splits(*paths, 64), load_glyph_splits(*paths, 128)
     torch.manual_seed(0)
-    net = Upsampler(args.width, args.depth)
     start = time.perf_counter()
-    losses = train_upsampler(low["train"].images, high["train"].images, net, args.steps, args.batch, args.lr, seed=0,
-                             strength=args.strength)
+    if args.design == "cnn":
+        net = Upsampler(args.width, args.depth)
+        losses = train_upsampler(low["train"].images, high["train"].images, net, args.steps, args.batch, args.lr,
+                                 seed=0, strength=args.strength)
+        steps, run = args.steps, lambda x: upsample(net, x)  # noqa: E731
+    else:
+        net = DiffusionSR()
+        steps, losses = net.train_for(low["train"].images, high["train"].images, args.minutes, args.batch, args.lr,
+                                      args.strength)
+        run = lambda x: net(x, args.sr_steps)  # noqa: E731
     minutes = (time.perf_counter() - start) / 60
-    print(f"trained {args.steps} steps in {minutes:.2f} min, last loss {np.mean(losses[-50:]):.4f}", flush=True)
+    print(f"trained {steps} steps in {minutes:.2f} min, last loss {np.mean(losses[-50:]):.4f}", flush=True)
 
     real = high["test"].images
     real_codes = stroke_codes(real)
     judge, _ = load_classifier(DATA / "classifier")
-    ceiling = upsample(net, low["test"].images)
-    out = {"upsampler": {**net.config, "parameters": sum(p.numel() for p in net.parameters()), "steps": args.steps,
+    tick = time.perf_counter()
+    ceiling = run(low["test"].images)
+    ms_per_glyph = (time.perf_counter() - tick) * 1000 / len(ceiling)
+    config = net.config if args.design == "cnn" else {"design": "diffusion", "sampler_steps": args.sr_steps}
+    out = {"upsampler": {**config, "parameters": sum(p.numel() for p in net.parameters()), "steps": steps,
+                         "ms_per_glyph": round(ms_per_glyph, 2),
                          "batch": args.batch, "lr": args.lr, "strength": args.strength, "train_minutes": round(minutes, 2),
-                         "images_per_s": round(args.steps * args.batch / (minutes * 60), 1),
+                         "images_per_s": round(steps * args.batch / (minutes * 60), 1),
                          "final_loss": round(float(np.mean(losses[-50:])), 4)},
            "references_128": {
                "real_test": {"paper_darkness": paper_darkness(real)[0]},
@@ -113,7 +215,7 @@ def main() -> None:
     real64, real64_codes = low["test"].images, stroke_codes(low["test"].images)
     for name in [x for x in args.runs.split(",") if x]:
         base = _samples(RUNS / name / "samples.parquet")  # (1004,1,64,64), the held-out samples as saved (8-bit)
-        final = upsample(net, base)
+        final = run(base)
         base_pred, final_pred = predict(judge, base)[0], predict(judge, final)[0]
         import pandas as pd
 

@@ -81,11 +81,12 @@ SMALL_EVAL = {
     "figures.animation_prompts": ["a kind of fish", "a small bird"], "figures.animation_steps": 4,
     "figures.forward_timesteps": [0, 500, 999], "figures.signal_levels": [1.0, 0.5, 0.05], "figures.trajectory_seeds": 4,
     "figures.step_samplers": ["ddim", "dpmsolver++"],
+    "upsampler.width": 8, "upsampler.depth": 3, "upsampler.steps": 60,
 }
 
 
 @pytest.fixture(scope="session")
-def evaluated(params, rendered, embeddings_path, tiny_model, tmp_path_factory):
+def evaluated(params, rendered, embeddings_path, tiny_model, upsampler, tmp_path_factory):
     from glyffuser.stages.classifier import run_classifier
     from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
 
@@ -93,8 +94,20 @@ def evaluated(params, rendered, embeddings_path, tiny_model, tmp_path_factory):
     p = with_overrides(params, SMALL_EVAL)
     root = tmp_path_factory.mktemp("evaluate")
     report = run_classifier(p, out.definitions, out.glyphs, root / "classifier")
-    paths = EvaluatePaths(tiny_model[0], root / "classifier", out.definitions, out.glyphs, embeddings_path, root / "eval")
+    paths = EvaluatePaths(tiny_model[0], root / "classifier", out.definitions, out.glyphs, embeddings_path, root / "eval",
+                          upsampler)
     return p, paths, report, run_evaluate(p, paths, track=False)
+
+
+@pytest.fixture(scope="session")
+def upsampler(params, rendered, tmp_path_factory) -> Path:
+    """The cascade's upsampler for the tiny model: 16 -> 32 px (the renders' side), trained for seconds."""
+    from glyffuser.stages.upsampler import run_upsampler
+
+    out, _ = rendered
+    folder = tmp_path_factory.mktemp("upsampler") / "upsampler"
+    run_upsampler(with_overrides(params, SMALL_EVAL), out.definitions, out.glyphs, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -71,7 +71,7 @@ def test_smoke_pipeline(tmp_path):
     # the profile as DVC applies any variant: dvc exp run -n smoke -S ..., on top of the committed default
     out = run([sys.executable, "-m", "glyffuser.cli", "profile", "smoke"], repo)
     assert "dvc exp run -n smoke -S" in out and "Running stage 'train'" in out
-    assert json.loads(run(["dvc", "params", "diff", "--json"], repo))["params.yaml"]["render.image_size"]["new"] == 64
+    assert json.loads(run(["dvc", "params", "diff", "--json"], repo))["params.yaml"]["render.preview_count"]["new"] == 16
     report = json.loads((repo / "data" / "render" / "report.json").read_text())
     assert 250 < report["glyphs"] < 400
     emb = pq.read_table(repo / "data" / "embed" / "embeddings.parquet", columns=["codepoint"])
@@ -83,11 +83,13 @@ def test_smoke_pipeline(tmp_path):
     assert (repo / "data" / "sample" / "grid.png").stat().st_size > 1000
     evaluation = json.loads((repo / "data" / "evaluate" / "metrics.json").read_text())
     assert 0 <= evaluation["adherence_grid"] <= 1 and evaluation["kid_real_floor"] is not None
-    # the smoke model draws 64 px glyphs in 2x2 patches, judged at 64 px
-    assert evaluation["resolution"] == 64 and 0 <= evaluation["sharpness"] <= 1 and evaluation["seed_sweep_seeds"] == 16
+    # the smoke model draws 64 px drafts, the upsampler stage's CNN makes them 128 px glyphs
+    assert evaluation["resolution"] == 128 and evaluation["base_resolution"] == 64
+    assert 0 <= evaluation["sharpness"] <= 1 and evaluation["seed_sweep_seeds"] == 16
+    assert json.loads((repo / "data" / "upsampler" / "config.json").read_text())["input_resolution"] == 64
     assert (repo / "data" / "umap" / "umap.html").is_file() and (repo / "data" / "figures" / "denoise.gif").is_file()
     guide = (repo / "data" / "guide" / "index.html").read_text(encoding="utf-8")
-    assert guide.count("<section id=") == 10 and guide.count('<img src="data:image/') >= 20
+    assert guide.count("<section id=") == 11 and guide.count('<img src="data:image/') >= 20
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
     for column in ("train_loss", "img_per_s", "adherence_grid", "adherence_heldout", "control_shuffled",
                    "control_empty_prompt", "kid", "kid_real_floor", "novelty", "test_accuracy"):
@@ -109,6 +111,8 @@ def test_smoke_pipeline(tmp_path):
     for module, stages in [("analysis/judge.py", {"classifier", "evaluate", "figures"}),  # figures reads with it too
                            ("diffusion/encoders.py", {"embed", "sample", "evaluate", "figures"}),
                            ("diffusion/pipeline.py", {"sample", "evaluate", "figures"}),
+                           # the upsampler trains once per dataset: training the diffusion model never reads it
+                           ("diffusion/upsampler.py", {"upsampler", "sample", "evaluate", "figures"}),
                            ("artifacts/fonts.py", {"render"}),
                            ("diffusion/process.py", {"train", "sample", "evaluate", "figures"}),
                            # issue 30: the CLI, and code that only records, are in no stage's deps; a command's own
@@ -122,7 +126,8 @@ def test_smoke_pipeline(tmp_path):
         path.write_text(code)
     assert stale_stages(repo) == set()
 
-    params.write_text(params.read_text().replace("image_size: 64", "image_size: 48"))
+    params.write_text(params.read_text().replace("image_size: 128 ", "image_size: 144 "))
     out = run(["dvc", "repro"], repo)
     assert "Running stage 'render'" in out and "Running stage 'train'" in out and "Running stage 'figures'" in out
+    assert "Running stage 'upsampler'" in out
     assert "Running stage 'embed'" not in out and "Running stage 'sources'" not in out

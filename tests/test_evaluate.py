@@ -1,5 +1,6 @@
 """The classifier, evaluate, umap and figures stages end to end on the tiny model (real glyphs)."""
 
+import io
 import json
 
 import pyarrow.parquet as pq
@@ -32,8 +33,8 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     assert set(metrics["adherence_grid_per_prompt"]) == set(p.sample.prompts)
     assert metrics["seed_sweep_prompt"] == "gold; metal" and metrics["seed_sweep_seeds"] == 16
     assert 0 <= metrics["seed_sweep_hits"] <= 16
-    # rendered glyphs are nearly two-tone; the tiny model's samples at 16 px are judged at 16 px
-    assert metrics["resolution"] == 16 and metrics["sharpness_real"] > 0.5
+    # rendered glyphs are nearly two-tone; the tiny model draws 16 px drafts, its upsampler makes them 32 px
+    assert metrics["resolution"] == 32 and metrics["base_resolution"] == 16 and metrics["sharpness_real"] > 0.5
     assert metrics["sharpness_ratio"] == pytest.approx(metrics["sharpness"] / metrics["sharpness_real"])
     assert metrics["copy_calibration_recall"] > 0.9  # near-copies find their own original
     # a tiny model's paper is greyer than the real glyphs' far from the strokes
@@ -50,6 +51,17 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     assert (shuffled.prompt_codepoint != shuffled.target_codepoint).all()
     assert sorted(shuffled.prompt_codepoint) == sorted(shuffled.target_codepoint)
     assert Image.open(paths.out / "grid.png").size[0] > 150 + 64 * p.sample.seeds and (paths.out / "novelty.png").is_file()
+    # the cascade: final glyphs at 32 px, their 16 px drafts beside them, both judged on the same samples
+    assert Image.open(io.BytesIO(heldout.png.iloc[0])).size == (32, 32)
+    assert Image.open(io.BytesIO(heldout.base_png.iloc[0])).size == (16, 16)
+    hits = (heldout.predicted_radical == heldout.target_radical).mean()
+    assert metrics["adherence_heldout"] == pytest.approx(hits)
+    assert metrics["adherence_upsampler_difference"] == pytest.approx(
+        metrics["adherence_heldout"] - metrics["adherence_heldout_base"])
+    assert metrics["adherence_upsampler_difference_se"] >= 0
+    for key in ("paper_darkness_base", "stroke_fidelity_base", "sharpness_ratio_base"):
+        assert metrics[key] >= 0, key
+    assert Image.open(paths.out / "cascade.png").size[1] >= 2 * len(p.sample.prompts) * 32
 
 
 def test_evaluate_without_a_classifier_fails_in_one_line(params, tiny_model, rendered, embeddings_path, tmp_path, capsys):
@@ -130,12 +142,17 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     out, _ = rendered
     model = fig_paths.model
     paths = GuidePaths(fig_paths.out, root / "umap", eval_paths.out, model.parent / "metrics.json", out.report,
-                       eval_paths.classifier / "report.json", model, tmp_path / "guide" / "index.html")
+                       eval_paths.classifier / "report.json", model, tmp_path / "guide" / "index.html",
+                       eval_paths.upsampler)
     summary = build_guide(p, paths)
     page = paths.out.read_text(encoding="utf-8")
     for i, (title, _) in enumerate(SECTIONS, 1):
         assert f'<section id="s{i}"><h2>{i}. {title}</h2>' in page, title
-    assert summary["sections"] == 10 and page.index('id="s1"') < page.index('id="s10"')
+    assert summary["sections"] == 11 and page.index('id="s1"') < page.index('id="s11"')
+    # the cascade section: the drafts and the final glyphs, and the paired adherence of the two
+    cascade = page[page.index('id="s11"'):]
+    assert "16 px draft" in cascade and "32 px glyph" in cascade and cascade.count("<img ") == 1
+    assert f"{100 * metrics_of(eval_paths)['adherence_upsampler_difference']:+.1f} ±" in cascade
     # every image is inline and decodes; nothing is fetched from a server or the network
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert len(sources) == summary["images"] >= 20
@@ -157,6 +174,10 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "report.json is missing" in err
     assert not (tmp_path / "g2" / "index.html").exists()
+
+
+def metrics_of(paths) -> dict:
+    return json.loads(paths.metrics.read_text())
 
 
 def test_evaluate_refuses_embeddings_of_other_characters(evaluated, tmp_path):

@@ -42,3 +42,93 @@ def test_the_upsampler_learns_real_glyph_pairs_and_cleans_dirty_inputs(pairs):
     paper = paper_darkness(upsample(net, dirty))[0]
     assert paper < 0.1 * paper_darkness(dirty)[0]
     assert paper < 0.6 * paper_darkness(upsample(clean_trained, dirty))[0]  # measured: 0.74 against 1.97
+
+
+# -- the upsampler stage and the cascade pipeline (tiny model: 16 px drafts, upsampler 16 -> 32 px) -----------------
+
+def test_upsampler_stage_writes_a_checked_folder(upsampler, params, rendered, tmp_path):
+    import json
+
+    from glyffuser.artifacts.upsampler_folder import load_upsampler_folder
+    from glyffuser.errors import GlyffuserError
+    from glyffuser.params import with_overrides
+    from glyffuser.stages.upsampler import run_upsampler
+
+    net, config = load_upsampler_folder(upsampler)
+    assert config["input_resolution"] == 16 and config["scale"] == 2 and net.config["width"] == 8
+    report = json.loads((upsampler / "report.json").read_text())
+    assert report["output_resolution"] == 32 and report["train_minutes"] > 0
+    test = report["test"]  # on real test glyphs: it beats bilinear upsampling
+    assert test["upsampler"]["l1"] < test["bilinear"]["l1"]
+    # renders smaller than the output side: one line, nothing written
+    out, _ = rendered
+    small = with_overrides(params, {"train.resolution": 32, "train.patch_size": 1, "train.schedule_base_resolution": 32})
+    with pytest.raises(GlyffuserError, match="render.image_size"):
+        run_upsampler(small, out.definitions, out.glyphs, tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+    # damaged weights are refused in one line
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(upsampler, bad)
+    (bad / "upsampler.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(GlyffuserError, match="sha256"):
+        load_upsampler_folder(bad)
+
+
+def test_the_cascade_pipeline_draws_twice_the_side_from_its_drafts(tiny_model, upsampler, tmp_path):
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
+    from glyffuser.errors import GlyffuserError
+
+    pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu", bf16=False, upsampler=upsampler)
+    assert (pipe.resolution, pipe.output_resolution) == (16, 32)
+    final = pipe(["a kind of fish"], num_images=2, steps=4, seed=3)
+    drafts = pipe(["a kind of fish"], num_images=2, steps=4, seed=3, base=True)
+    assert final[0].size == (32, 32) and drafts[0].size == (16, 16)
+    # the final glyph is the upsampler's reading of that very draft
+    import numpy as np
+
+    from glyffuser.artifacts.images import tensor_to_images
+
+    x = torch.from_numpy(np.stack([np.asarray(d, dtype=np.float32) / 127.5 - 1 for d in drafts]))[:, None]
+    again = tensor_to_images(pipe.upscale(x))
+    assert np.abs(np.asarray(again[0], dtype=int) - np.asarray(final[0], dtype=int)).max() <= 2  # 8-bit rounding
+    # save_pretrained bundles the upsampler; the folder then draws 32 px by itself, or 16 px when told not to
+    pipe.save_pretrained(tmp_path / "bundle")
+    bundled = GlyffuserPipeline.from_pretrained(tmp_path / "bundle", device="cpu", bf16=False)
+    assert bundled.output_resolution == 32
+    assert np.array_equal(np.asarray(bundled(["a kind of fish"], num_images=2, steps=4, seed=3)[1]),
+                          np.asarray(final[1]))
+    assert GlyffuserPipeline.from_pretrained(tmp_path / "bundle", upsampler=False).output_resolution == 16
+    # an upsampler made for another side is refused in one line
+    other = tmp_path / "other"
+    from glyffuser.artifacts.upsampler_folder import load_upsampler_folder, save_upsampler_folder
+
+    net, _ = load_upsampler_folder(upsampler)
+    save_upsampler_folder(other, net, input_resolution=32)
+    with pytest.raises(GlyffuserError, match="takes 32 px glyphs"):
+        GlyffuserPipeline.from_pretrained(tiny_model[0], upsampler=other)
+
+
+def test_cli_sample_draws_the_cascade_or_the_drafts(tiny_model, upsampler, tmp_path, capsys):
+    from PIL import Image
+
+    from glyffuser.cli import main
+
+    model = str(tiny_model[0])
+    args = ["sample", "-n", "2", "--steps", "3", "--model", model]
+    assert main(args + ["--upsampler", str(upsampler), "--prompts-file", str(_prompts(tmp_path)),
+                        "--out", str(tmp_path / "final")]) == 0
+    assert main(args + ["--base", "--prompts-file", str(_prompts(tmp_path)), "--out", str(tmp_path / "drafts")]) == 0
+    assert Image.open(tmp_path / "final" / "000-seed0.png").size == (32, 32)
+    assert Image.open(tmp_path / "drafts" / "000-seed0.png").size == (16, 16)
+    capsys.readouterr()
+    assert main(["sample", "x", "--model", model, "--base", "--upsampler", str(upsampler)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not both" in err
+
+
+def _prompts(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a kind of fish\n", encoding="utf-8")
+    return path

@@ -23,6 +23,8 @@ COMMANDS = {
     "train": ("glyffuser.stages.train", "train the diffusion model (resumes from a matching checkpoint)"),
     "sample": ("glyffuser.stages.sample", "generate glyphs from English prompts with a trained model"),
     "classifier": ("glyffuser.stages.classifier", "train the radical classifier that judges generated glyphs"),
+    "upsampler": ("glyffuser.stages.upsampler", "train the cascade's upsampler (train.resolution -> twice that side) "
+                                                "on real glyph pairs"),
     "evaluate": ("glyffuser.stages.evaluate", "measure prompt adherence, controls, KID/FID and novelty of a model"),
     "umap": ("glyffuser.stages.umap", "UMAP map of the glyph dataset with density, radicals, layouts and samples"),
     "figures": ("glyffuser.stages.figures", "the visual guide's figures from the trained model"),
@@ -44,12 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_model_uri(args: argparse.Namespace) -> None:
-    """`--model models:/NAME/VERSION` or `runs:/RUN_ID/model` (sample, demo): the MLflow model's folder and encoder.
-    Resolved here, before the command, so a DVC stage (always a model folder) never runs the MLflow code."""
+    """`--model models:/NAME/VERSION` or `runs:/RUN_ID/model` (sample, demo): the MLflow model's folder, encoder and
+    upsampler (unless --upsampler names another). Resolved here, before the command, so a DVC stage (always a model
+    folder) never runs the MLflow code."""
     from glyffuser.artifacts.mlflow_model import is_model_uri, resolve_model_uri
 
     if is_model_uri(args.model):
-        args.model, args.encoder = resolve_model_uri(str(args.model))
+        args.model, args.encoder, upsampler = resolve_model_uri(str(args.model))
+        if args.upsampler is None:
+            args.upsampler = upsampler
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """`glyffuser demo`: a local web playground on a trained model (Gradio, on 127.0.0.1).
 
-Type a definition, watch the glyphs being denoised step by step, then read what the evaluate stage's
+Type a definition, watch the glyphs being denoised step by step (the diffusion model's drafts; with the
+cascade's upsampler the finished glyphs come out at twice that side), then read what the evaluate stage's
 classifier sees in each (its top radicals), the nearest training glyphs with their definitions (new
 glyph or near-copy?), and where the samples land on the umap stage's map. Everything runs locally on
 the model's own text encoder; nothing is fetched from the network. Only this command imports Gradio.
@@ -24,7 +25,7 @@ from glyffuser.artifacts.glyph_tables import read_glyph_tables
 from glyffuser.artifacts.images import pngs_to_tensor, radical_label, tensor_to_images
 from glyffuser.artifacts.tables import read_table
 from glyffuser.command import inputs, run_command
-from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.pipeline import GlyffuserPipeline, choose_upsampler
 from glyffuser.diffusion.process import check_sampling
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import MAX_SEED, check_request, clean_prompt
@@ -46,6 +47,7 @@ class DemoPaths:
     umap_points: Path
     evaluate_metrics: Path
     encoder: Path | None = None  # the encoder bundled with an MLflow model (--model models:/...)
+    upsampler: Path | bool | None = None  # GlyffuserPipeline.from_pretrained's choice (pipeline.choose_upsampler)
 
 
 class _Cancelled(Exception):
@@ -62,7 +64,8 @@ class Playground:
 
         s = params.sample
         self.params = params
-        self.pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), encoder=paths.encoder)
+        self.pipe = GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), encoder=paths.encoder,
+                                                      upsampler=paths.upsampler)
         self.net, _ = load_classifier(paths.classifier)
         defs, glyphs = read_glyph_tables(paths.definitions, paths.glyphs, ("character", "definition", "split"))
         train = np.flatnonzero(np.array(defs.column("split").to_pylist()) == "train")
@@ -94,7 +97,8 @@ class Playground:
 
     # -- what the page shows ------------------------------------------------------------------------
     def frames(self, prompt: str, count: int, steps: int, guidance: float, seed: int, sampler: str):
-        """Yield (step, images) while sampling: the noisy x_t after each step, then the final glyphs.
+        """Yield (step, images) while sampling: the noisy x_t after each step, then ("done", the final glyphs), which
+        the cascade's upsampler (if the pipeline has one) has taken to its output side.
 
         Sampling runs in a worker thread so that each step reaches the page as it is made. Closing this
         generator (Gradio does when a job is cancelled, or the page goes away) stops the worker at its next
@@ -115,7 +119,7 @@ class Playground:
         def run():
             try:
                 x = self.pipe.sample(text[rows], mask[rows], empty, seeds, steps, guidance, sampler, callback=step_done)
-                out.put(("done", x))
+                out.put(("done", self.pipe.upscale(x)))
             except _Cancelled:
                 pass
             except Exception as err:  # shown in the page; the server keeps running
@@ -144,7 +148,9 @@ class Playground:
             logits = self.net(torch.nn.functional.interpolate(x, size=self.net.resolution, mode="area")
                               if x.shape[-1] != self.net.resolution else x)
         probs = logits.softmax(dim=1)
-        all_dists, all_idx = nearest_k(x, self.train, neighbours)
+        side = self.train.shape[-1]  # the training glyphs at the model's side (a cascade's glyphs are twice that)
+        small = torch.nn.functional.interpolate(x, size=side, mode="area") if x.shape[-1] != side else x
+        all_dists, all_idx = nearest_k(small, self.train, neighbours)
         result = []
         for i in range(len(x)):
             p, r = probs[i].topk(top)
@@ -221,6 +227,12 @@ def _readings_html(readings: list[dict], threshold: float | None) -> str:
             f"<th></th></tr>{''.join(rows)}</table><p><small>{note}</small></p>")
 
 
+def model_size(pipe: GlyffuserPipeline) -> str:
+    if pipe.upsampler is None:
+        return f"{pipe.resolution} px"
+    return f"{pipe.resolution} px drafts, upsampled to {pipe.output_resolution} px (the cascade)"
+
+
 def build_app(playground: Playground):
     import gradio as gr
 
@@ -254,7 +266,7 @@ def build_app(playground: Playground):
     theme = gr.themes.Soft(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: offline
     with gr.Blocks(title="glyffuser playground") as app:
         gr.Markdown("## glyffuser playground\nType an English definition; the model invents a Chinese glyph for it. "
-                    f"Model: {playground.pipe.resolution} px, encoder {playground.pipe.info['encoder']}.")
+                    f"Model: {model_size(playground.pipe)}, encoder {playground.pipe.info['encoder']}.")
         with gr.Row():
             with gr.Column(scale=2):
                 prompt = gr.Textbox(label="definition", value=s.prompts[0], max_lines=2)
@@ -270,7 +282,7 @@ def build_app(playground: Playground):
             with gr.Column(scale=3):
                 status = gr.Markdown()
                 live = gr.Image(label="denoising, step by step", show_label=True, height=240)
-                gallery = gr.Gallery(label=f"the glyphs ({playground.pipe.resolution} px, enlarged; numbered as in the "
+                gallery = gr.Gallery(label=f"the glyphs ({playground.pipe.output_resolution} px, enlarged; numbered as in the "
                                      "readings)", columns=8, rows=2, height=260, object_fit="contain")
         with gr.Row():
             readings = gr.HTML()
@@ -312,13 +324,20 @@ def add_arguments(p) -> None:
     p.set_defaults(encoder=None)  # the encoder bundled with an MLflow --model, set when the CLI resolves the URI
     p.add_argument("--umap", type=Path, default=Path("data/umap/points.parquet"), help="the map samples are placed on")
     p.add_argument("--evaluate", type=Path, default=Path("data/evaluate/metrics.json"), help="its copy threshold")
+    p.add_argument("--upsampler", type=Path,
+                   help="upsampler folder (default: the model folder's own upsampler/, else data/upsampler when the "
+                        "upsampler stage has run)")
+    p.add_argument("--base", action="store_true", help="show the diffusion model's drafts, not upsampled")
     p.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default: %(default)s; 0: a free one)")
 
 
 def command(args) -> None:
     from glyffuser.params import load_params
 
-    paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate, args.encoder)
+    if args.base and args.upsampler:
+        raise GlyffuserError("--base shows the drafts without an upsampler: give --base or --upsampler, not both")
+    paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate, args.encoder,
+                      choose_upsampler(args.model, args.upsampler, args.base))
     serve(load_params(args.params), paths, args.port)
 
 

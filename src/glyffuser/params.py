@@ -205,6 +205,15 @@ class ClassifierParams(_Group):
     width: Annotated[int, Field(ge=4)]
 
 
+class UpsamplerParams(_Group):
+    width: Annotated[int, Field(ge=4, le=1024)]
+    depth: Annotated[int, Field(ge=2, le=64)]
+    steps: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0, lt=1)]
+    degradation: Annotated[float, Field(ge=0, le=4)]
+
+
 class EvaluateParams(_Group):
     heldout_characters: Literal["all"] | Annotated[int, Field(ge=2)]
     samples_per_character: Annotated[int, Field(ge=1)]
@@ -255,6 +264,7 @@ class Params(_Group):
     train: TrainParams
     sample: SampleParams
     classifier: ClassifierParams
+    upsampler: UpsamplerParams
     evaluate: EvaluateParams
     umap: UmapParams
     figures: FiguresParams

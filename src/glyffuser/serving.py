@@ -131,8 +131,10 @@ class GlyffuserModel(PythonModel):
     def load_context(self, context):
         from glyffuser.diffusion.pipeline import GlyffuserPipeline
 
-        # the model folder and the encoder logged beside it; bf16 where the hardware has it, as `glyffuser sample`
-        self.pipe = GlyffuserPipeline.from_pretrained(context.artifacts["model"])
+        # the model folder, the encoder and the cascade's upsampler logged beside it; bf16 where the hardware has it,
+        # as `glyffuser sample`
+        self.pipe = GlyffuserPipeline.from_pretrained(context.artifacts["model"],
+                                                      upsampler=context.artifacts.get("upsampler") or False)
         self.pipe.info = {**self.pipe.info, "encoder": context.artifacts["encoder"]}
         self.pipe.encoder  # noqa: B018 - loaded (and its hash checked) now, not by the first requests at once
         self.defaults = dict((context.model_config or {}).get("defaults", {}))

@@ -31,6 +31,18 @@ def adherence(predicted: np.ndarray, target: np.ndarray, cluster: np.ndarray | N
     return float(hits.mean()), float(se)
 
 
+def paired_difference(hits: np.ndarray, other_hits: np.ndarray, cluster: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean of hits - other_hits over the same samples (e.g. a cascade's final glyphs and their drafts) and its
+    standard error over clusters (default: every sample its own)."""
+    d = np.asarray(hits, dtype=float) - np.asarray(other_hits, dtype=float)
+    if cluster is None:
+        cluster = np.arange(len(d))
+    _, inverse = np.unique(cluster, return_inverse=True)
+    per_cluster = np.bincount(inverse, weights=d) / np.bincount(inverse)
+    se = per_cluster.std(ddof=1) / np.sqrt(len(per_cluster)) if len(per_cluster) > 1 else float("nan")
+    return float(d.mean()), float(se)
+
+
 def kid(x: torch.Tensor, y: torch.Tensor, subset_size: int, subsets: int = 100, seed: int = 0) -> tuple[float, float]:
     """KID between feature sets x (m,d) and y (n,d): mean and std over random subsets of both."""
     x, y = x.double(), y.double()

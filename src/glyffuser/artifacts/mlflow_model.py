@@ -9,8 +9,8 @@ lays its files out as
                                                               the text encoder the embeddings came from
 
 where the MLmodel file names which folder is which (its pyfunc flavour's `artifacts`: `model`,
-`encoder`). So `models:/glyffuser/3` or `runs:/<run id>/model` is, once downloaded, a model folder
-and its encoder.
+`encoder`, and `upsampler` for a cascade). So `models:/glyffuser/3` or `runs:/<run id>/model` is, once
+downloaded, a model folder, its encoder and its upsampler.
 
 A model with a fixed identity (`models:/NAME/VERSION`, `runs:/ID/...`) is downloaded once into the user
 cache (~/.cache/glyffuser/mlflow-models/, or XDG_CACHE_HOME) and found there the next time; any other
@@ -87,8 +87,9 @@ def _download(uri: str, store: str) -> Path:
     return _model_root(final) or final
 
 
-def resolve_model_uri(uri: str) -> tuple[Path, Path | None]:
-    """Download (or find in the cache) an MLflow model: (its model folder, its bundled encoder or None)."""
+def resolve_model_uri(uri: str) -> tuple[Path, Path | None, Path | None]:
+    """Download (or find in the cache) an MLflow model: (its model folder, its bundled encoder or None, its bundled
+    upsampler or None)."""
     import mlflow
 
     from glyffuser.tracking import cap_http_waits, first_line, store_dir, tracking_uri
@@ -110,5 +111,6 @@ def resolve_model_uri(uri: str) -> tuple[Path, Path | None]:
         artifacts = {}
     if not (artifacts.get("model") and (artifacts["model"] / "glyffuser.json").is_file()):
         raise GlyffuserError(f"the MLflow model {uri} is not a glyffuser model (its MLmodel names no model folder)")
-    encoder = artifacts.get("encoder")
-    return artifacts["model"], encoder if encoder is not None and encoder.is_dir() else None
+    encoder, upsampler = artifacts.get("encoder"), artifacts.get("upsampler")
+    return (artifacts["model"], encoder if encoder is not None and encoder.is_dir() else None,
+            upsampler if upsampler is not None and upsampler.is_dir() else None)

@@ -11,6 +11,7 @@ config, so no glyffuser model code is needed either.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -130,10 +131,14 @@ def load_model_folder(path: Path) -> tuple[UNet2DConditionModel, dict, dict]:
     return unet, config, info
 
 
-def save_model_folder(path: Path, unet: UNet2DConditionModel, scheduler_config: dict, info: dict) -> None:
-    """Write the model folder whole or not at all (it replaces only a model folder glyffuser wrote)."""
+def save_model_folder(path: Path, unet: UNet2DConditionModel, scheduler_config: dict, info: dict,
+                      write_more: Callable[[Path], None] | None = None) -> None:
+    """Write the model folder whole or not at all (it replaces only a model folder glyffuser wrote).
+    `write_more(folder)` adds files to it before it appears (a cascade's upsampler/)."""
     with atomic_outputs(path, dirs=True) as (tmp,):
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         DDPMScheduler.from_config(scheduler_config).save_pretrained(tmp / "scheduler")
         info = {**info, "weights_sha256": sha256_file(tmp / WEIGHTS)}
         (tmp / MODEL_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        if write_more is not None:
+            write_more(tmp)

@@ -1,7 +1,11 @@
 """Sampling: GlyffuserPipeline turns English prompts into glyph images with a trained model.
 
-    pipe = GlyffuserPipeline.from_pretrained("data/model")
-    images = pipe(["a kind of fish"], num_images=4, steps=20, guidance=5.0, seed=0)  # list of PIL images
+    pipe = GlyffuserPipeline.from_pretrained("data/model", upsampler="data/upsampler")
+    images = pipe(["a kind of fish"], num_images=4, steps=20, guidance=5.0, seed=0)  # list of 128 px PIL images
+    drafts = pipe(["a kind of fish"], num_images=4, base=True)                       # the 64 px diffusion drafts
+
+With an upsampler (the upsampler stage's folder, or a model folder's own `upsampler/`) it is a cascade: the
+diffusion model draws at its training side, the upsampler CNN doubles it (glyffuser/diffusion/upsampler.py).
 
 Image j of every prompt starts from the noise of seed + j, so the same seed gives the same images
 and rows of a grid are comparable column by column. Guidance runs the conditional and the
@@ -10,6 +14,7 @@ unconditional (empty prompt) halves in one batched forward.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Callable
@@ -20,20 +25,44 @@ from diffusers import UNet2DConditionModel
 from PIL import Image
 
 from glyffuser.artifacts.images import tensor_to_images
-from glyffuser.artifacts.model_folder import load_model_folder, save_model_folder
+from glyffuser.artifacts.model_folder import load_model_folder, read_model_info, save_model_folder
+from glyffuser.artifacts.upsampler_folder import load_upsampler_folder, write_upsampler_files
 from glyffuser.diffusion.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
 from glyffuser.diffusion.process import native_bf16, pad_tokens, sample
 from glyffuser.diffusion.unet import image_size
+from glyffuser.diffusion.upsampler import Upsampler, upsample
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import check_request, clean_prompt
 
 
+UPSAMPLER_DIR = "upsampler"  # a model folder's own upsampler (save_pretrained, the registered MLflow model)
+PIPELINE_UPSAMPLER = Path("data/upsampler")  # where the upsampler stage writes it
+
+
+def choose_upsampler(model: str | Path, upsampler: Path | None, base: bool) -> Path | bool:
+    """The command line's choice (sample, evaluate, demo): --base: none; --upsampler PATH: that one; neither: the model
+    folder's own, else the pipeline's data/upsampler when the upsampler stage has run for this model's side, else none.
+    Returns what GlyffuserPipeline.from_pretrained takes as `upsampler`: a folder, or False for none."""
+    if base:
+        return False
+    if upsampler is not None:
+        return upsampler
+    if (Path(model) / UPSAMPLER_DIR).is_dir():
+        return Path(model) / UPSAMPLER_DIR
+    try:
+        takes = json.loads((PIPELINE_UPSAMPLER / "config.json").read_text())["input_resolution"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no upsampler stage output here (or not one to guess from): the model's own side
+    return PIPELINE_UPSAMPLER if takes == read_model_info(Path(model))["resolution"] else False
+
+
 class GlyffuserPipeline:
-    """A trained UNet, its noise schedule, and the text encoder its embeddings came from."""
+    """A trained UNet, its noise schedule, the text encoder its embeddings came from, and optionally an upsampler."""
 
     def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict, bf16: bool | None = None,
-                 compile: bool = False):
+                 compile: bool = False, upsampler: Upsampler | None = None, upsampler_config: dict | None = None):
         self.unet, self.scheduler_config, self.info = unet.eval(), dict(scheduler_config), info
+        self.upsampler, self.upsampler_config = upsampler, upsampler_config
         self.bf16 = native_bf16(unet.device) if bf16 is None else bf16  # autocast while sampling
         # torch.compile the UNet for bulk sampling: it pays once the glyphs outnumber the compile's cost
         # (2-core CPU: a 40 s compile, then +44 % glyphs/s in bf16; about 1,100 glyphs to break even).
@@ -44,14 +73,23 @@ class GlyffuserPipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | None = None, bf16: bool | None = None,
-                        compile: bool = False, encoder: str | Path | None = None) -> GlyffuserPipeline:
+                        compile: bool = False, encoder: str | Path | None = None,
+                        upsampler: str | Path | bool | None = None) -> GlyffuserPipeline:
         """A model folder (artifacts/model_folder.py). `encoder`: a folder holding the text encoder to use
-        instead of the one glyffuser.json names (an MLflow model bundles its own); its files must hash the same."""
+        instead of the one glyffuser.json names (an MLflow model bundles its own); its files must hash the same.
+        `upsampler`: an upsampler folder (the upsampler stage's); None: the model folder's own `upsampler/` if it has
+        one; False: none (the pipeline draws at the diffusion model's side)."""
         unet, config, info = load_model_folder(path)
         if encoder is not None:
             info = {**info, "encoder": str(encoder)}
+        if upsampler is None and (Path(path) / UPSAMPLER_DIR).is_dir():
+            upsampler = Path(path) / UPSAMPLER_DIR
+        net, net_config = load_upsampler_folder(Path(upsampler)) if upsampler not in (None, False) else (None, None)
+        if net_config and net_config["input_resolution"] != image_size(unet):
+            raise GlyffuserError(f"the upsampler in {upsampler} takes {net_config['input_resolution']} px glyphs, but the "
+                                 f"model in {path} draws {image_size(unet)} px: re-run the upsampler stage")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = cls(unet.to(device), config, info, bf16, compile)
+        pipe = cls(unet.to(device), config, info, bf16, compile, net.to(device) if net else None, net_config)
         if not pipe.bf16 and pipe.unet.device.type == "cpu":
             # fp32 on a CPU: NHWC convolutions gave +21 % glyphs/s (with bf16 they were 19 % slower)
             pipe.unet = pipe.unet.to(memory_format=torch.channels_last)
@@ -59,8 +97,19 @@ class GlyffuserPipeline:
 
     @property
     def resolution(self) -> int:
-        """Side in pixels of the glyphs this pipeline draws."""
+        """Side in pixels of the glyphs the diffusion model draws (the cascade's base)."""
         return image_size(self.unet)
+
+    @property
+    def output_resolution(self) -> int:
+        """Side in pixels of the glyphs this pipeline returns: the upsampler's output side, or the base's."""
+        return self.resolution * (self.upsampler.scale if self.upsampler is not None else 1)
+
+    def upscale(self, images: torch.Tensor) -> torch.Tensor:
+        """The cascade's second step: (N,1,R,R) base glyphs -> (N,1,2R,2R), both in [-1,1]; unchanged without one."""
+        if self.upsampler is None:
+            return images
+        return upsample(self.upsampler, images.to(next(self.upsampler.parameters()).device)).cpu()
 
     @property
     def denoiser(self) -> torch.nn.Module:
@@ -78,8 +127,11 @@ class GlyffuserPipeline:
                       progress, callback, self.bf16, self.info["max_length"] if self.compile else None)
 
     def save_pretrained(self, path: Path) -> None:
-        """Write the model folder (artifacts/model_folder.py) whole or not at all."""
-        save_model_folder(path, self.unet, self.scheduler_config, self.info)
+        """Write the model folder (artifacts/model_folder.py) whole or not at all, the upsampler inside it."""
+        more = None
+        if self.upsampler is not None:
+            more = lambda folder: write_upsampler_files(folder / UPSAMPLER_DIR, self.upsampler, self.resolution)  # noqa: E731
+        save_model_folder(path, self.unet, self.scheduler_config, self.info, more)
 
     @property
     def encoder(self) -> TextEncoder:
@@ -112,9 +164,10 @@ class GlyffuserPipeline:
 
     def __call__(self, prompts: list[str] | str, num_images: int = 1, steps: int = 20, guidance: float = 5.0,
                  scheduler: str = "dpmsolver++", seed: int = 0, progress: bool = False,
-                 batch_size: int = 64, stop: Callable[[], None] | None = None) -> list[Image.Image]:
+                 batch_size: int = 64, stop: Callable[[], None] | None = None, base: bool = False) -> list[Image.Image]:
         """num_images per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]. `progress`: show a bar.
-        `stop()` is called after every step and may raise to abandon the work (a served request's deadline)."""
+        `stop()` is called after every step and may raise to abandon the work (a served request's deadline).
+        `base`: the diffusion model's drafts, not upsampled."""
         from glyffuser.progress import progress as progress_bar
 
         prompts = [clean_prompt(p) for p in ([prompts] if isinstance(prompts, str) else list(prompts))]
@@ -128,6 +181,7 @@ class GlyffuserPipeline:
         with progress_bar(len(batches) * steps, desc="sample", unit="step", disable=not progress) as bar:
             for start in batches:
                 sl = slice(start, start + batch_size)
-                out.append(self.sample(text[rows[sl]], mask[rows[sl]], empty, seeds[sl], steps, guidance, scheduler,
-                                       bar, callback))
+                drafts = self.sample(text[rows[sl]], mask[rows[sl]], empty, seeds[sl], steps, guidance, scheduler,
+                                     bar, callback)
+                out.append(drafts if base else self.upscale(drafts))
         return tensor_to_images(torch.cat(out))

@@ -1,6 +1,8 @@
 """Stage `evaluate`: how good and how prompt-faithful a trained model's glyphs are.
 
-Samples are drawn with the sample stage's sampler settings and judged by the radical classifier:
+Samples are drawn with the sample stage's sampler settings, taken through the cascade's upsampler when there is one
+(the final glyphs, at twice the model's side; the 64 px drafts are kept and judged too, paired with the final ones), and
+judged by the radical classifier (which reads a glyph at the training side: a final glyph area-downsampled):
 - heldout: K samples from each of N test-split definitions (never trained on), scored against the
   radical of the character the definition belongs to;
 - grid: the sample stage's prompt grid, scored against `evaluate.prompt_radicals`;
@@ -9,8 +11,9 @@ Samples are drawn with the sample stage's sampler settings and judged by the rad
 Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), stroke fidelity
 (glyffuser.analysis.fidelity: local stroke texture against the real test glyphs, which KID does not see), paper
 darkness (glyffuser.analysis.paper: grey haze and specks far from the strokes; real glyphs 0), novelty
-(nearest training glyph against a copy threshold calibrated on real near-copies) and a text-only
-ceiling (linear probe from the pooled text embedding to the radical).
+(nearest training glyph against a copy threshold calibrated on real near-copies, on the drafts) and a text-only
+ceiling (linear probe from the pooled text embedding to the radical). Paper, stroke fidelity and sharpness are
+measured at the output side against the real glyphs rendered at that side, and on the drafts at theirs (`_base`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from glyffuser.analysis.metrics import (
     linear_probe,
     near_copies,
     nearest,
+    paired_difference,
     two_tone_share,
 )
 from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
@@ -51,7 +55,7 @@ from glyffuser.params import Params
 from glyffuser.progress import progress
 from glyffuser.tracking import log_to_model_run, require_store
 
-OUTPUTS = ("samples.parquet", "novelty.png", "grid.png", "metrics.json")
+OUTPUTS = ("samples.parquet", "novelty.png", "grid.png", "cascade.png", "metrics.json")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ class EvaluatePaths:
     definitions: Path
     glyphs: Path
     embeddings: Path
-    out: Path  # folder: metrics.json, samples.parquet, novelty.png, grid.png
+    out: Path  # folder: metrics.json, samples.parquet, novelty.png, grid.png, cascade.png
+    upsampler: Path | None = None  # the cascade's upsampler folder; None: judge the model's own drafts
 
     @property
     def metrics(self) -> Path:
@@ -82,7 +87,7 @@ def _draw(pipe: GlyffuserPipeline, text: torch.Tensor, mask: torch.Tensor, empty
 
 def framed_grid(images: list[Image.Image], columns: int, labels: list[str], hits: list[bool]) -> Image.Image:
     """The prompt grid with a green frame where the classifier found the intended radical, red where not."""
-    cell, pad, lw = 64, 2, 150
+    cell, pad, lw = max(64, images[0].width), 2, 150
     grid = labelled_grid(images, columns, labels, cell=cell, label_width=lw).convert("RGB")
     draw = ImageDraw.Draw(grid)
     for i, hit in enumerate(hits):
@@ -178,6 +183,10 @@ def draw_all(pipe: GlyffuserPipeline, params: Params, emb, pl: Plan) -> dict[str
         ones = np.zeros(e.seed_sweep_seeds, dtype=np.int64)
         out["sweep"] = _draw(pipe, sweep_text[ones], sweep_mask[ones], grid_empty, list(range(e.seed_sweep_seeds)),
                              params, bar)
+    # the cascade's second step (the drafts are kept: adherence and quality are also measured on them, paired)
+    for kind in ("heldout", "empty", "shuffled", "sweep"):
+        out[kind + "_base"], out[kind] = out[kind], pipe.upscale(out[kind])
+    out["grid_base"], grid = grid, pipe.upscale(grid)
     # judged as saved: 8-bit, like the sample stage's grid
     out["grid_images"] = tensor_to_images(grid)
     out["grid"] = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1)[None]
@@ -207,6 +216,13 @@ def judge(net, params: Params, x: dict, pl: Plan, train) -> tuple[dict, dict]:
     }
     metrics["per_prompt"] = {p: float((pred["grid"][i * s.seeds:(i + 1) * s.seeds] == e.prompt_radicals[p]).mean())
                              for i, p in enumerate(s.prompts)}
+    # The cascade's drafts, judged too: does the upsampler keep the radical? (paired: the same samples)
+    pred["heldout_base"] = predict(net, x["heldout_base"])[0]
+    targets = pl.targets[pl.rep]
+    metrics["adherence_heldout_base"], metrics["adherence_heldout_base_se"] = adherence(pred["heldout_base"], targets,
+                                                                                        cluster=pl.rep)
+    metrics["adherence_upsampler_difference"], metrics["adherence_upsampler_difference_se"] = paired_difference(
+        pred["heldout"] == targets, pred["heldout_base"] == targets, cluster=pl.rep)
     pred["grid_targets"] = grid_targets
     return metrics, pred
 
@@ -222,7 +238,7 @@ def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> float:
 def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test, seed: int,
             rng: np.random.Generator) -> dict:
     """Sample quality on classifier features (KID, FID) and stroke texture; the floors compare real train glyphs
-    with the same real test glyphs."""
+    with the same real test glyphs. `train`, `test`: the real glyphs at the side of `heldout`."""
     _, feat_test = predict(net, test.images)
     real_pick = rng.choice(len(train.radicals), min(len(heldout), len(train.radicals)), replace=False)
     _, feat_real = predict(net, train.images[real_pick])
@@ -241,6 +257,24 @@ def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test,
             "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se,
             "stroke_fidelity_real_floor": fid_stroke_real,
             "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset}
+
+
+def draft_quality(base: torch.Tensor, test) -> dict:
+    """The cascade's drafts at their own side against the real test glyphs at that side: what the upsampler fixed."""
+    return {"paper_darkness_base": paper_darkness(base)[0],
+            "stroke_fidelity_base": fidelity(stroke_codes(test.images), stroke_codes(base), boot=2)[0],
+            "sharpness_ratio_base": two_tone_share(base) / two_tone_share(test.images)}
+
+
+def cascade_sheet(base: list[Image.Image], final: list[Image.Image], columns: int, labels: list[str]) -> Image.Image:
+    """Per prompt, its first `columns` drafts (the base's side, enlarged without smoothing) above the final glyphs."""
+    side = final[0].width
+    rows_base = [im.resize((side, side), Image.NEAREST) for im in base]
+    images, names = [], []
+    for r, label in enumerate(labels):
+        images += rows_base[r * columns:(r + 1) * columns] + final[r * columns:(r + 1) * columns]
+        names += [f"{label}: {base[0].width} px draft", f"{label}: {side} px"]
+    return labelled_grid(images, columns, names, cell=side)
 
 
 def novelty(e, conditional: torch.Tensor, train, test, seed: int, rng: np.random.Generator) -> tuple[dict, dict]:
@@ -264,6 +298,7 @@ def samples_table(params: Params, x: dict, pred: dict, pl: Plan, test, train, di
     s = params.sample
     heldout, grid, c = x["heldout"], x["grid"], len(pl.ctrl)
     images = torch.cat([heldout, x["empty"], x["shuffled"], grid])
+    drafts = torch.cat([x["heldout_base"], x["empty_base"], x["shuffled_base"], x["grid_base"]])
     heldout_defs = [test.definitions[i] for i in pl.pick]
     prompts = ([heldout_defs[i] for i in pl.rep] + [""] * c + [heldout_defs[i] for i in pl.shuffle]
                + list(np.repeat(s.prompts, s.seeds)))
@@ -285,7 +320,8 @@ def samples_table(params: Params, x: dict, pred: dict, pl: Plan, test, train, di
                                 np.tile(np.arange(s.seeds), len(s.prompts))]).astype(np.int64),
         "target_radical": all_targets.astype(np.int16), "predicted_radical": all_pred.astype(np.int16),
         "nearest_distance": nearest_d, "nearest_codepoint": nearest_cp.astype(np.int32),
-        "png": [to_png(im) for im in tensor_to_images(images)],
+        "png": [to_png(im) for im in tensor_to_images(images)],  # the final glyphs (the cascade's output side)
+        "base_png": [to_png(im) for im in tensor_to_images(drafts)],  # the diffusion model's drafts
     })
 
 
@@ -297,10 +333,14 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
         require_store()
     start = time.perf_counter()
     judged_model_folder = pipe is None  # not a pipeline handed in (benchmarks/resolution.py's cascade)
-    pipe = pipe or GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile)
+    pipe = pipe or GlyffuserPipeline.from_pretrained(paths.model, bf16=s.autocast(), compile=s.compile,
+                                                     upsampler=paths.upsampler or False)
     net, classifier_report = load_classifier(paths.classifier)
     splits = load_glyph_splits(paths.definitions, paths.glyphs, pipe.resolution)
     train, test = splits["train"], splits["test"]
+    # the real glyphs at the output side, for paper, strokes and sharpness of the final glyphs
+    final_splits = splits if pipe.upsampler is None else load_glyph_splits(paths.definitions, paths.glyphs,
+                                                                           pipe.output_resolution)
     emb = load_embeddings(paths.embeddings)
     row_of = check_inputs(paths, pipe, emb, train, test)
     rng = np.random.default_rng(seed)
@@ -311,20 +351,23 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     adherences, pred = judge(net, params, x, pl, train)
     per_prompt = adherences.pop("per_prompt")
     probe = text_ceiling(emb, row_of, train, test, seed)
-    scores = quality(net, x["heldout"], pred["heldout_features"], train, test, seed, rng)
-    copies, dist = novelty(e, torch.cat([x["heldout"], x["grid"]]), train, test, seed, rng)
+    scores = quality(net, x["heldout"], pred["heldout_features"], final_splits["train"], final_splits["test"], seed, rng)
+    drafts = draft_quality(x["heldout_base"], test)
+    # copies are a matter of structure: the drafts against the training glyphs at the model's side
+    copies, dist = novelty(e, torch.cat([x["heldout_base"], x["grid_base"]]), train, test, seed, rng)
     metrics = {
         **{k: v for k, v in adherences.items() if k != "seed_sweep_hits"},
         "text_probe_accuracy": probe,
         "classifier_test_accuracy": classifier_report["test_accuracy"],
         **{k: v for k, v in scores.items() if k != "kid_subset_size"},
+        **drafts,
         **copies,
         "heldout_characters": pl.n, "samples_per_character": pl.k, "kid_subset_size": scores["kid_subset_size"],
         "seed_sweep_prompt": e.seed_sweep_prompt, "seed_sweep_hits": adherences["seed_sweep_hits"],
         "seed_sweep_seeds": e.seed_sweep_seeds,
-        # two-tone pixel share at the model's resolution: held-out samples vs the real test glyphs
-        "sharpness": two_tone_share(x["heldout"]), "sharpness_real": two_tone_share(test.images),
-        "resolution": pipe.resolution,
+        # two-tone pixel share at the output side: held-out samples vs the real test glyphs
+        "sharpness": two_tone_share(x["heldout"]), "sharpness_real": two_tone_share(final_splits["test"].images),
+        "resolution": pipe.output_resolution, "base_resolution": pipe.resolution,
         "sampling_minutes": round(sampling_minutes, 2),
         "minutes": round((time.perf_counter() - start) / 60, 2),
     }
@@ -332,15 +375,22 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     metrics["adherence_grid_per_prompt"] = per_prompt
 
     table = samples_table(params, x, pred, pl, test, train, dist)
-    with atomic_outputs(*(paths.out / n for n in OUTPUTS)) as (samples_tmp, novelty_tmp, grid_tmp, metrics_tmp):
-        write_table(table, samples_tmp, {"model": str(paths.model), "resolution": pipe.resolution})
+    with atomic_outputs(*(paths.out / n for n in OUTPUTS)) as (samples_tmp, novelty_tmp, grid_tmp, cascade_tmp,
+                                                               metrics_tmp):
+        write_table(table, samples_tmp, {"model": str(paths.model), "resolution": pipe.output_resolution,
+                                         "base_resolution": pipe.resolution})
         novelty_plot(dist["copy"], dist["real"], dist["generated"], dist["threshold"], novelty_tmp)
         labels = [f"{p} (radical {e.prompt_radicals[p]}): {per_prompt[p]:.0%}" for p in s.prompts]
         framed_grid(x["grid_images"], s.seeds, labels, list(pred["grid"] == pred["grid_targets"])).save(grid_tmp)
+        columns = min(4, s.seeds)
+        firsts = np.concatenate([np.arange(columns) + i * s.seeds for i in range(len(s.prompts))])
+        cascade_sheet(tensor_to_images(x["grid_base"][firsts]), [x["grid_images"][i] for i in firsts], columns,
+                      s.prompts).save(cascade_tmp)
         metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     if track:
         log_to_model_run(pipe.info, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                         [paths.out / "metrics.json", paths.out / "novelty.png", paths.out / "grid.png"], "evaluate")
+                         [paths.out / "metrics.json", paths.out / "novelty.png", paths.out / "grid.png",
+                          paths.out / "cascade.png"], "evaluate")
         if judged_model_folder:
             register(params, paths, pipe, metrics)
     return metrics
@@ -353,7 +403,8 @@ def register(params: Params, paths: EvaluatePaths, pipe: GlyffuserPipeline, metr
 
     s = params.sample
     defaults = {"num_images": 1, "steps": s.steps, "guidance": s.guidance, "seed": 0, "scheduler": s.scheduler}
-    version = register_model(paths.model, resolve_encoder(pipe.info["encoder"]).path, pipe.info, defaults, metrics)
+    version = register_model(paths.model, resolve_encoder(pipe.info["encoder"]).path, pipe.info, defaults, metrics,
+                             paths.upsampler if pipe.upsampler is not None else None)
     if version:
         print(f"evaluate: the model is registered in MLflow as models:/{version}", flush=True)
 
@@ -361,6 +412,10 @@ def register(params: Params, paths: EvaluatePaths, pipe: GlyffuserPipeline, metr
 # `glyffuser evaluate`; the DVC stage `evaluate` runs it as stages/evaluate.py.
 def add_arguments(p) -> None:
     inputs(p, "model", "classifier", "definitions", "glyphs", "embeddings")
+    p.add_argument("--upsampler", type=Path,
+                   help="the cascade's upsampler folder (default: data/upsampler when the upsampler stage has run for "
+                        "this model's side)")
+    p.add_argument("--base", action="store_true", help="judge the model's own drafts, without an upsampler")
     p.add_argument("--out", type=Path, default=Path("data/evaluate"))
     no_mlflow(p)
 
@@ -368,7 +423,13 @@ def add_arguments(p) -> None:
 def command(args) -> dict:
     from glyffuser.params import load_params
 
-    paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out)
+    from glyffuser.diffusion.pipeline import choose_upsampler
+
+    if args.base and args.upsampler:
+        raise GlyffuserError("--base judges the drafts without an upsampler: give --base or --upsampler, not both")
+    upsampler = choose_upsampler(args.model, args.upsampler, args.base)
+    paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out,
+                          upsampler or None)
     return run_evaluate(load_params(args.params), paths, track=not args.no_mlflow)
 
 

@@ -3,7 +3,7 @@
 Reads the figures stage's images and numbers, the umap, evaluate, train, render and classifier
 reports and the model's config, and writes data/guide/index.html: ten sections in the order of the
 article (data, points in a space, forward process, score, what the network learns, sampling,
-conditioning, one prompt's trajectory, guidance, how good it is). Every image is inlined as a data
+conditioning, one prompt's trajectory, guidance, how good it is, the cascade to 128 px). Every image is inlined as a data
 URI, so the page is one file that opens from the file system, offline, and in MLflow's artifact view.
 """
 
@@ -35,6 +35,7 @@ class GuidePaths:
     classifier_report: Path
     model: Path
     out: Path  # the page: data/guide/index.html
+    upsampler: Path | None = None  # the upsampler stage's folder (its report.json); None: a run without the cascade
 
 
 def _escaped(value):
@@ -360,12 +361,47 @@ prompt asks for; the controls show what the same judge says when the prompt is r
         "set the copy threshold.", 640)}"""
 
 
+def _cascade(r: dict, paths: GuidePaths) -> str:
+    ev, up = r["evaluate"], r["upsampler"]
+    if not up or "adherence_heldout_base" not in ev or ev.get("resolution") == ev.get("base_resolution"):
+        return "<p>This run draws without the cascade's upsampler (no upsampler stage output).</p>"
+    base, final = ev["base_resolution"], ev["resolution"]
+    test = up["test"]
+    rows = [
+        ["held-out adherence", _pct(ev["adherence_heldout_base"], 1), _pct(ev["adherence_heldout"], 1),
+         f"paired difference {100 * ev['adherence_upsampler_difference']:+.1f} ± "
+         f"{100 * ev['adherence_upsampler_difference_se']:.1f} points: the judge reads the same radical"],
+        ["paper darkness", f"{ev['paper_darkness_base']:.2f}", f"{ev['paper_darkness']:.2f}",
+         f"of 255, far from every stroke; real glyphs {ev['paper_darkness_real']:.2f}"],
+        ["stroke fidelity", f"{ev['stroke_fidelity_base']:.4f}", f"{ev['stroke_fidelity']:.4f}",
+         f"bits, each against real glyphs at its own side; real glyphs with half a 3×3 blur at {final} px: "
+         f"{test['real_with_half_blur']['stroke_fidelity']:.4f}"],
+        ["sharpness", _pct(ev["sharpness_ratio_base"]), _pct(ev["sharpness_ratio"]), "of real glyphs' two-tone share"],
+    ]
+    return f"""
+<p>Large text-to-image models rarely run their diffusion at full resolution. Imagen draws 64 px images and hands
+them to separate super-resolution models; Stable Diffusion denoises a small latent and decodes it. The structure (which
+radical, where, how many strokes) is decided small, where every step is cheap; a second network adds the detail that
+structure implies. This pipeline does the same on a laptop: the diffusion model draws a {base} px draft, and the
+upsampler stage's network ({up['parameters']:,} parameters, trained in {up['train_minutes']:.1f} min on real glyph pairs,
+{base} px in, {final} px out) draws the {final} px glyph. It never saw a diffusion sample: during training its inputs
+were dirtied at random (noise, grey haze, specks, blur, sub-pixel shifts, as Imagen's noise-conditioning augmentation
+does), so it learned to map a dirty draft to clean strokes on white paper.</p>
+{figure(paths.evaluate / 'cascade.png', f"The grid prompts: the diffusion model's {base} px drafts (enlarged without "
+        f"smoothing) above the {final} px glyphs the upsampler draws from them.", 760)}
+{_table(["", f"{base} px draft", f"{final} px glyph", ""], rows)}
+<p>On real test glyphs the upsampler reaches stroke fidelity {test['upsampler']['stroke_fidelity']:.4f} at {final} px
+(bilinear upsampling: {test['bilinear']['stroke_fidelity']:.4f}); what it cannot do is fix a draft's structure, so
+adherence is decided by the diffusion model.</p>"""
+
+
 # (title, body): each body gets `r`, every report the page quotes (HTML-escaped), and the input paths.
 SECTIONS = [("The data", _data), ("Images as points in a space", _points),
             ("The forward process: adding noise", _forward), ("The score", _score),
             ("What the network learns", _learning), ("Sampling: from noise to glyphs", _sampling),
             ("Conditioning on a definition", _conditioning), ("One prompt, step by step", _trajectory),
-            ("Classifier-free guidance", _guidance), ("How good is it?", _quality)]
+            ("Classifier-free guidance", _guidance), ("How good is it?", _quality),
+            ("From 64 to 128 px: the cascade", _cascade)]
 
 
 _STYLE = """body{font:16px/1.55 Georgia,serif;max-width:980px;margin:0 auto;padding:16px 24px;color:#222}
@@ -387,7 +423,8 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
                "figures": _json(paths.figures / "report.json"), "umap": _json(paths.umap / "report.json"),
                "evaluate": _json(paths.evaluate / "metrics.json"), "train": _json(paths.train_metrics),
                "render": _json(paths.render_report), "classifier": _json(paths.classifier_report),
-               "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json")}
+               "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json"),
+               "upsampler": _json(paths.upsampler / "report.json") if paths.upsampler else {}}
     # Every string the page quotes (definitions, prompts, the model folder's glyffuser.json, ...) is data:
     # escaped once, here, where it enters the HTML.
     reports = _escaped(reports)
@@ -426,7 +463,7 @@ def run_guide(params: Params, paths: GuidePaths, track: bool = True) -> dict:
 
 # `glyffuser guide`; the DVC stage `guide` runs it as stages/guide.py.
 def add_arguments(p) -> None:
-    inputs(p, "model", "classifier")
+    inputs(p, "model", "classifier", "upsampler")
     p.add_argument("--figures", type=Path, default=Path("data/figures"))
     p.add_argument("--umap", type=Path, default=Path("data/umap"))
     p.add_argument("--evaluate", type=Path, default=Path("data/evaluate"))
@@ -440,7 +477,7 @@ def command(args) -> dict:
     from glyffuser.params import load_params
 
     paths = GuidePaths(args.figures, args.umap, args.evaluate, args.train_metrics, args.render_report,
-                       args.classifier / "report.json", args.model, args.out)
+                       args.classifier / "report.json", args.model, args.out, args.upsampler)
     return run_guide(load_params(args.params), paths, track=not args.no_mlflow)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
 from glyffuser.artifacts.images import labelled_grid
 from glyffuser.command import run_command
-from glyffuser.diffusion.pipeline import GlyffuserPipeline
+from glyffuser.diffusion.pipeline import GlyffuserPipeline, choose_upsampler
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import clean_prompt
 
@@ -60,7 +60,7 @@ def sample_grid(pipe: GlyffuserPipeline, prompts: list[str], num_images: int, st
                   progress=True)
     settings = {"scheduler": scheduler, "steps": steps, "guidance": guidance, "seeds": [seed + j for j in range(num_images)]}
     with atomic_outputs(*outputs) as tmps:
-        labelled_grid(images, num_images, prompts).save(tmps[0])
+        labelled_grid(images, num_images, prompts, cell=max(64, images[0].width)).save(tmps[0])
         if manifest:
             tmps[1].write_text(json.dumps({"prompts": prompts, **settings, "grid": str(out)}, indent=2) + "\n")
     return {"grid": str(out), "prompts": len(prompts), **settings}
@@ -104,6 +104,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=Path("data/model"),
                    help="model folder, or an MLflow model URI: models:/glyffuser/VERSION, runs:/RUN_ID/model "
                         "(default: %(default)s)")
+    p.add_argument("--upsampler", type=Path,
+                   help="upsampler folder: the glyphs come out at twice the model's side (default: the model folder's "
+                        "own upsampler/, else data/upsampler when the upsampler stage has run)")
+    p.add_argument("--base", action="store_true", help="the diffusion model's drafts at its own side, not upsampled")
     p.add_argument("--out", type=Path, help="grid PNG, or the folder with --prompts-file; glyffuser replaces only "
                                             "files of the kind it writes, never a folder or a read-only file")
     p.set_defaults(encoder=None)  # the encoder bundled with an MLflow --model, set when the CLI resolves the URI
@@ -149,7 +153,10 @@ def command(args: argparse.Namespace) -> dict:
         files_outputs(out, len(prompts), n, args.seed)
     else:
         grid_outputs(out, manifest)
-    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile, encoder=args.encoder)
+    if args.base and args.upsampler:
+        raise GlyffuserError("--base draws without an upsampler: give --base or --upsampler, not both")
+    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile, encoder=args.encoder,
+                                             upsampler=choose_upsampler(args.model, args.upsampler, args.base))
     check_sampling(steps, guidance, pipe.scheduler_config)
     if args.prompts_file:
         return sample_files(pipe, prompts, n, steps, guidance, scheduler, args.seed, out)
