@@ -6,6 +6,7 @@ degradation augmentation (glyffuser.diffusion.upsampler), judged on real glyphs 
     python benchmarks/upsampler.py --design diffusion --minutes 1.6 --runs p4e15-dfm05 --tag diffusion
                                    # the alternative: a small diffusion SR model, same minutes, sampled in a few steps
     python benchmarks/upsampler.py --speed     # the pipeline's cost per glyph: data/model alone vs with data/upsampler
+    python benchmarks/upsampler.py --budget    # the upsampler stage's training against the train stage's, back to back
 
 Trains one upsampler on the render tables' train split (64 px box-downsampled inputs, the 128 px renders as
 targets), then for each saved run (benchmarks/results/runs/<name>/samples.parquet, the evaluate stage's 64 px
@@ -152,6 +153,46 @@ def speed(rounds: int = 3) -> None:
     write_result("upsampler_speed", out)
 
 
+def budget(rounds: int = 2, up_steps: int = 100, train_steps: int = 24) -> None:
+    """The upsampler stage's training time as a share of the train stage's, both from their own step code, timed in
+    interleaved rounds on this machine: train_upsampler (params `upsampler`, real pairs) and the train stage's TrainStep
+    (params `train`, benchmarks/resolution.py's step_speed), each scaled to its stage's full number of steps (median
+    upsampler step; mean train step, two warm-up steps left out of both). Neither counts what the stages do besides
+    stepping (loading the tables, the train stage's validation, checkpoints and snapshots)."""
+    import json
+
+    from resolution import step_speed
+
+    from glyffuser.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    u = params.upsampler
+    paths = DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet"
+    r = params.train.resolution
+    low, high = load_glyph_splits(*paths, r)["train"].images, load_glyph_splits(*paths, 2 * r)["train"].images
+    train_images = json.loads((DATA / "train" / "metrics.json").read_text())["steps"] * params.train.batch_size
+    class Clock:  # train_upsampler's progress hook: the time at the end of every step
+        def __init__(self):
+            self.times = [time.perf_counter()]
+
+        def update(self, n):
+            self.times.append(time.perf_counter())
+
+    up_s, train_s = [], []
+    for _ in range(rounds):
+        clock = Clock()
+        train_upsampler(low, high, Upsampler(u.width, u.depth), up_steps, u.batch_size, u.lr, seed=0,
+                        strength=u.degradation, bar=clock)
+        step = float(np.median(np.diff(clock.times)[2:]))  # two warm-up steps left out, as step_speed does
+        up_s.append(step * u.steps / 60)  # minutes for the stage's steps
+        train_s.append(train_images / step_speed(params, train_steps) / 60)
+    out = {"upsampler_minutes": [round(x, 2) for x in up_s], "train_minutes": [round(x, 2) for x in train_s],
+           "upsampler_steps": u.steps, "train_images": train_images,
+           "share": round(float(np.median(up_s) / np.median(train_s)), 3)}
+    print(out, flush=True)
+    write_result("upsampler_budget", out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="", help="saved runs (benchmarks/results/runs/) whose samples are upsampled")
@@ -167,9 +208,12 @@ def main() -> None:
     parser.add_argument("--sr-steps", type=int, default=4, help="diffusion: DPM-Solver++ steps per glyph")
     parser.add_argument("--tag", default="")
     parser.add_argument("--speed", action="store_true", help="only time the pipeline with and without the upsampler")
+    parser.add_argument("--budget", action="store_true", help="only time the upsampler's training against the train stage's")
     args = parser.parse_args()
     if args.speed:
         return speed()
+    if args.budget:
+        return budget()
 
     paths = DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet"
     low, high = load_glyph_splits(*paths, 64), load_glyph_splits(*paths, 128)

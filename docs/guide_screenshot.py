@@ -1,6 +1,7 @@
 """Screenshot the visual guide as a person sees it: data/guide/index.html opened from the file system.
 
-    python docs/guide_screenshot.py      # writes docs/guide.png (the top) and docs/guide_trajectory.png (section 8)
+    python docs/guide_screenshot.py      # writes docs/guide.png (the top), docs/guide_trajectory.png (section 8) and
+                                         # docs/guide_cascade.png (section 11, the cascade to 128 px)
 
 Renders the whole page in headless Chromium (Debian: `apt-get install chromium fonts-noto-cjk`; without a
 CJK font the characters in the text show as boxes) and cuts the README's two views out of it at the
@@ -39,9 +40,11 @@ def main() -> None:
         screenshot(chromium, PAGE.as_uri(), shot, f"{WIDTH},{HEIGHT}")
         page = np.asarray(Image.open(shot).convert("RGB"))
     rules = section_rules(page)
-    if len(rules) < 10:
-        sys.exit(f"found {len(rules)} section rules, expected 10: is {PAGE} the guide?")
-    crops = {"guide.png": (0, min(rules[1], 1500)), "guide_trajectory.png": (rules[7], min(rules[8], rules[7] + 1900))}
+    if len(rules) < 11:
+        sys.exit(f"found {len(rules)} section rules, expected 11: is {PAGE} the guide?")
+    end = int(np.flatnonzero((page[:, :, :3] < 250).any(axis=(1, 2)))[-1]) + 24  # the page's last non-white row
+    crops = {"guide.png": (0, min(rules[1], 1500)), "guide_trajectory.png": (rules[7], min(rules[8], rules[7] + 1900)),
+             "guide_cascade.png": (rules[10], min(end, rules[10] + 2200))}
     for name, (top, bottom) in crops.items():
         Image.fromarray(page[top:bottom]).save(ROOT / "docs" / name, optimize=True)
         print(f"{PAGE} rows {top}-{bottom} -> docs/{name}")

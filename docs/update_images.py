@@ -21,6 +21,7 @@ DOCS, DATA = ROOT / "docs", ROOT / "data"
 COPIES = {
     "cpu_grid.png": "sample/grid.png",
     "evaluate_grid.png": "evaluate/grid.png",
+    "cascade.png": "evaluate/cascade.png",
     "novelty.png": "evaluate/novelty.png",
     "umap_layouts.png": "umap/umap_layouts.png",
     "umap_samples.png": "umap/umap_samples.png",

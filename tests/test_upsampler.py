@@ -29,6 +29,7 @@ def test_degrade_stays_in_range_varies_per_image_and_is_off_at_strength_zero(pai
 
 def test_the_upsampler_learns_real_glyph_pairs_and_cleans_dirty_inputs(pairs):
     low, high, low_test, high_test = pairs
+    torch.manual_seed(0)  # the initial weights: the same for both nets below
     net = Upsampler(width=16, depth=4)
     assert net(low[:2]).shape == (2, 1, 32, 32)
     losses = train_upsampler(low, high, net, steps=150, batch=32, lr=3e-3, seed=0)
@@ -36,12 +37,14 @@ def test_the_upsampler_learns_real_glyph_pairs_and_cleans_dirty_inputs(pairs):
     bilinear = F.interpolate(low_test, scale_factor=2, mode="bilinear", align_corners=False)
     assert (upsample(net, low_test) - high_test).abs().mean() < (bilinear - high_test).abs().mean()
     # trained on degraded inputs, it maps a dirty draft to clean paper, far cleaner than one trained on clean inputs
+    torch.manual_seed(0)
     clean_trained = Upsampler(width=16, depth=4)
     train_upsampler(low, high, clean_trained, steps=150, batch=32, lr=3e-3, seed=0, strength=0.0)
     dirty = degrade(low_test, torch.Generator().manual_seed(1))
     paper = paper_darkness(upsample(net, dirty))[0]
     assert paper < 0.1 * paper_darkness(dirty)[0]
-    assert paper < 0.6 * paper_darkness(upsample(clean_trained, dirty))[0]  # measured: 0.74 against 1.97
+    # measured: 0.74 against 1.34 (both from the same initial weights); trained clean, both are the same net
+    assert paper < 0.7 * paper_darkness(upsample(clean_trained, dirty))[0]
 
 
 # -- the upsampler stage and the cascade pipeline (tiny model: 16 px drafts, upsampler 16 -> 32 px) -----------------
@@ -57,7 +60,7 @@ def test_upsampler_stage_writes_a_checked_folder(upsampler, params, rendered, tm
     net, config = load_upsampler_folder(upsampler)
     assert config["input_resolution"] == 16 and config["scale"] == 2 and net.config["width"] == 8
     report = json.loads((upsampler / "report.json").read_text())
-    assert report["output_resolution"] == 32 and report["train_minutes"] > 0
+    assert report["output_resolution"] == 32 and report["images_per_s"] > 0
     test = report["test"]  # on real test glyphs: it beats bilinear upsampling
     assert test["upsampler"]["l1"] < test["bilinear"]["l1"]
     # renders smaller than the output side: one line, nothing written

@@ -12,6 +12,10 @@ there, which stroke fidelity dilutes (it pools all local patterns) and KID does 
   its standard error. Real glyphs: 0. Faint specks lighter than mid-grey count in full; a dark speck is
   ink, and only the haze around it counts.
 
+`paper_pixel_darkness` is the plainer measure issue 32 was filed with: the mean darkness of every pixel lighter
+than mid-grey, antialiased stroke rims included, so real glyphs score above 0 (6.6 at 64 px) and the measure also
+counts soft edges; it is reported beside the far-from-ink one.
+
 `validate` checks it sees what it should: real glyphs of another split score ~0, lightly degraded real
 glyphs (a haze of Gaussian noise σ = 1 % of the range, three faint specks) score above that, and the
 samples of a trained model score above both (benchmarks/conditioning.py --only paper).
@@ -48,6 +52,17 @@ def paper_darkness(images: torch.Tensor, radius: int | None = None) -> tuple[flo
     """Paper darkness of a set (mean over images) and its standard error."""
     d = paper_darkness_per_image(images, radius).double()
     return float(d.mean()), float(d.std() / len(d) ** 0.5) if len(d) > 1 else float("nan")
+
+
+def paper_pixel_darkness(images: torch.Tensor, batch: int = 512) -> float:
+    """Mean darkness (0 white .. 255) of all pixels lighter than mid-grey, pooled over a set of (N,1,R,R) images."""
+    total, count = 0.0, 0
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch].float()
+        paper = x > 0
+        total += float((255 * (1 - x).clamp(0, 2) / 2)[paper].sum())
+        count += int(paper.sum())
+    return total / max(count, 1)
 
 
 def degrade(images: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:

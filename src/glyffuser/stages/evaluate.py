@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from glyffuser.analysis.fidelity import fidelity, stroke_codes
-from glyffuser.analysis.paper import paper_darkness
+from glyffuser.analysis.paper import paper_darkness, paper_pixel_darkness
 from glyffuser.analysis.judge import load_classifier, majority_share, predict
 from glyffuser.analysis.metrics import (
     adherence,
@@ -253,28 +254,39 @@ def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test,
     paper, paper_se = paper_darkness(heldout)
     return {"paper_darkness": paper, "paper_darkness_se": paper_se,
             "paper_darkness_real": paper_darkness(test.images)[0],
+            # issue 32's plainer measure: every pixel lighter than mid-grey, stroke rims included (real > 0)
+            "paper_pixel_darkness": paper_pixel_darkness(heldout),
+            "paper_pixel_darkness_real": paper_pixel_darkness(test.images),
             "kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
             "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se,
             "stroke_fidelity_real_floor": fid_stroke_real,
             "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset}
 
 
-def draft_quality(base: torch.Tensor, test) -> dict:
-    """The cascade's drafts at their own side against the real test glyphs at that side: what the upsampler fixed."""
-    return {"paper_darkness_base": paper_darkness(base)[0],
-            "stroke_fidelity_base": fidelity(stroke_codes(test.images), stroke_codes(base), boot=2)[0],
-            "sharpness_ratio_base": two_tone_share(base) / two_tone_share(test.images)}
+def draft_quality(base: torch.Tensor, final: torch.Tensor, test) -> dict:
+    """The cascade's drafts at their own side against the real test glyphs at that side (`_base`: what the upsampler
+    fixed), and the final glyphs area-downsampled to that side (`_final_at_base`: comparable with a model without one)."""
+    codes, sharp = stroke_codes(test.images), two_tone_share(test.images)
+    small = F.interpolate(final.float(), size=base.shape[-1], mode="area")
+    return {"paper_darkness_base": paper_darkness(base)[0], "paper_pixel_darkness_base": paper_pixel_darkness(base),
+            "paper_pixel_darkness_real_base": paper_pixel_darkness(test.images),
+            "stroke_fidelity_base": fidelity(codes, stroke_codes(base), boot=2)[0],
+            "sharpness_ratio_base": two_tone_share(base) / sharp,
+            "paper_darkness_final_at_base": paper_darkness(small)[0],
+            "stroke_fidelity_final_at_base": fidelity(codes, stroke_codes(small), boot=2)[0],
+            "sharpness_ratio_final_at_base": two_tone_share(small) / sharp}
 
 
 def cascade_sheet(base: list[Image.Image], final: list[Image.Image], columns: int, labels: list[str]) -> Image.Image:
-    """Per prompt, its first `columns` drafts (the base's side, enlarged without smoothing) above the final glyphs."""
+    """One row per prompt: its first `columns` drafts (the base's side, enlarged without smoothing), then the final
+    glyphs the upsampler drew from them."""
     side = final[0].width
-    rows_base = [im.resize((side, side), Image.NEAREST) for im in base]
     images, names = [], []
     for r, label in enumerate(labels):
-        images += rows_base[r * columns:(r + 1) * columns] + final[r * columns:(r + 1) * columns]
-        names += [f"{label}: {base[0].width} px draft", f"{label}: {side} px"]
-    return labelled_grid(images, columns, names, cell=side)
+        images += [im.resize((side, side), Image.NEAREST) for im in base[r * columns:(r + 1) * columns]]
+        images += final[r * columns:(r + 1) * columns]
+        names.append(f"{label} ({base[0].width} px drafts, then {side} px)")
+    return labelled_grid(images, 2 * columns, names, cell=side)
 
 
 def novelty(e, conditional: torch.Tensor, train, test, seed: int, rng: np.random.Generator) -> tuple[dict, dict]:
@@ -352,7 +364,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     per_prompt = adherences.pop("per_prompt")
     probe = text_ceiling(emb, row_of, train, test, seed)
     scores = quality(net, x["heldout"], pred["heldout_features"], final_splits["train"], final_splits["test"], seed, rng)
-    drafts = draft_quality(x["heldout_base"], test)
+    drafts = draft_quality(x["heldout_base"], x["heldout"], test)
     # copies are a matter of structure: the drafts against the training glyphs at the model's side
     copies, dist = novelty(e, torch.cat([x["heldout_base"], x["grid_base"]]), train, test, seed, rng)
     metrics = {

@@ -388,7 +388,7 @@ upsampler stage's network ({up['parameters']:,} parameters, trained in {up['trai
 were dirtied at random (noise, grey haze, specks, blur, sub-pixel shifts, as Imagen's noise-conditioning augmentation
 does), so it learned to map a dirty draft to clean strokes on white paper.</p>
 {figure(paths.evaluate / 'cascade.png', f"The grid prompts: the diffusion model's {base} px drafts (enlarged without "
-        f"smoothing) above the {final} px glyphs the upsampler draws from them.", 760)}
+        f"smoothing), then the {final} px glyphs the upsampler draws from them.", 900)}
 {_table(["", f"{base} px draft", f"{final} px glyph", ""], rows)}
 <p>On real test glyphs the upsampler reaches stroke fidelity {test['upsampler']['stroke_fidelity']:.4f} at {final} px
 (bilinear upsampling: {test['bilinear']['stroke_fidelity']:.4f}); what it cannot do is fix a draft's structure, so
