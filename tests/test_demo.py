@@ -19,7 +19,7 @@ def demo(figures, evaluated, rendered):
     _, eval_paths, _, _ = evaluated
     out, _ = rendered
     paths = DemoPaths(fig_paths.model, eval_paths.classifier, out.definitions, out.glyphs,
-                      root / "umap" / "points.parquet", eval_paths.metrics)
+                      root / "umap" / "points.parquet", eval_paths.metrics, upsampler=eval_paths.upsampler)
     app, url = serve(p, paths, 0, block=False)
     yield p, Client(url, verbose=False)
     app.close()
@@ -41,6 +41,7 @@ def test_generate_streams_frames_then_glyphs_readings_and_neighbours(demo):
     assert Image.open(live).size[0] > 2 * 128  # the last frame: both glyphs side by side
     readings = raw["readings"]
     assert len(readings) == 2 and len(raw["map_xy"]) == 2
+    assert raw["side_px"] == 32  # the cascade: 16 px drafts on the live view, the upsampler's 32 px glyphs at the end
     for r in readings:
         assert len(r["radicals"]) == 3 and 1 <= r["radicals"][0]["radical"] <= 214
         assert sum(x["p"] for x in r["radicals"]) <= 1.0001

@@ -31,8 +31,9 @@ def env_for(store: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def registered(tiny_model, tmp_path_factory):
-    """The tiny model logged and registered as the evaluate stage does it, in a store of its own."""
+def registered(tiny_model, upsampler, tmp_path_factory):
+    """The tiny model and its upsampler (the cascade: 16 px drafts, 32 px glyphs) logged and registered as the evaluate
+    stage does it, in a store of its own."""
     import mlflow
 
     from glyffuser.artifacts.model_folder import read_model_info
@@ -51,11 +52,11 @@ def registered(tiny_model, tmp_path_factory):
             run_id = m.active_run().info.run_id
         info = {**read_model_info(model_dir), "mlflow_run_id": run_id}
         encoder = resolve_encoder(info["encoder"]).path
-        version = register_model(model_dir, encoder, info, DEFAULTS, {"adherence_heldout": 0.25, "kid": 0.5})
-        again = register_model(model_dir, encoder, info, DEFAULTS, {"adherence_heldout": 0.30, "kid": 0.4})
+        version = register_model(model_dir, encoder, info, DEFAULTS, {"adherence_heldout": 0.25, "kid": 0.5}, upsampler)
+        again = register_model(model_dir, encoder, info, DEFAULTS, {"adherence_heldout": 0.30, "kid": 0.4}, upsampler)
         client = mlflow.MlflowClient(store)
         yield {"store": store, "version": version, "again": again, "run_id": run_id, "model_dir": model_dir,
-               "root": root, "client": client}
+               "root": root, "client": client, "upsampler": upsampler}
     finally:
         os.environ.pop("DVC_EXP_NAME", None)
         if previous is None:
@@ -91,8 +92,8 @@ def test_one_registered_version_per_training_run_tagged_with_its_experiment_and_
 def test_pyfunc_in_a_fresh_process_draws_what_glyffuser_sample_draws(registered, tmp_path):
     (tmp_path / "prompts.txt").write_text("a kind of fish\na small bird\n")
     cli = [sys.executable, "-m", "glyffuser.cli", "sample", "--params", str(REPO / "params.yaml"), "--model",
-           str(registered["model_dir"]), "--prompts-file", "prompts.txt", "-n", "2", "--steps", "6", "--guidance",
-           "3", "--seed", "7", "--out", "cli"]
+           str(registered["model_dir"]), "--upsampler", str(registered["upsampler"]), "--prompts-file", "prompts.txt",
+           "-n", "2", "--steps", "6", "--guidance", "3", "--seed", "7", "--out", "cli"]
     r = subprocess.run(cli, cwd=tmp_path, capture_output=True, text=True, env=env_for(registered["store"]))
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
@@ -111,7 +112,7 @@ print(json.dumps(out.to_dict(orient="records")))
     assert [(x["prompt"], x["seed"]) for x in rows] == [(m["prompt"], m["seed"]) for m in manifest]
     for row, entry in zip(rows, manifest):
         ours = pixels(base64.b64decode(row["png"]))
-        assert ours.shape == (16, 16)
+        assert ours.shape == (32, 32)  # the served model bundles the upsampler: the cascade's glyphs
         assert np.array_equal(ours, pixels((tmp_path / "cli" / Path(entry["path"]).name).read_bytes()))
 
 
@@ -170,7 +171,7 @@ def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one
         assert status == 200, body
         rows = body["predictions"]
         assert [(r["prompt"], r["seed"]) for r in rows] == [("a kind of fish", 3), ("a kind of fish", 4)]
-        assert pixels(base64.b64decode(rows[0]["png"])).shape == (16, 16)
+        assert pixels(base64.b64decode(rows[0]["png"])).shape == (32, 32)
 
         # ours: refused by our predict (its own one line); the others by MLflow's schema check before it
         for bad, says, ours in [
@@ -264,6 +265,14 @@ def test_sample_takes_a_models_or_runs_uri(registered, tmp_path):
                            env=env)
         assert r.returncode == 0, r.stderr[-2000:]
         assert (tmp_path / "fish.png").stat().st_size > 100
+    # the registered model's own upsampler comes with it: 32 px glyphs, or the 16 px drafts with --base
+    (tmp_path / "p.txt").write_text("a kind of fish\n")
+    files = [sys.executable, "-m", "glyffuser.cli", "sample", "--prompts-file", "p.txt", "--steps", "3", "--params",
+             str(REPO / "params.yaml"), "--model", "models:/glyffuser/1"]
+    for extra, side in (([], 32), (["--base"], 16)):
+        r = subprocess.run([*files, *extra, "--out", f"out{side}"], cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert pixels((tmp_path / f"out{side}" / "000-seed0.png").read_bytes()).shape == (side, side)
     r = subprocess.run([*base, "--model", "models:/glyffuser/99", "--out", "x.png"], cwd=tmp_path,
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr

@@ -53,7 +53,7 @@ def resolve_model_uri(args: argparse.Namespace) -> None:
 
     if is_model_uri(args.model):
         args.model, args.encoder, upsampler = resolve_model_uri(str(args.model))
-        if args.upsampler is None:
+        if args.upsampler is None and not args.base:
             args.upsampler = upsampler
 
 

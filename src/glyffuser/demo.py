@@ -255,7 +255,8 @@ def build_app(playground: Playground):
                     continue
                 readings = playground.readings(x)
                 where = playground.map_position(x)
-                result = {"prompt": prompt, "readings": readings, "map_xy": where.round(3).tolist()}
+                result = {"prompt": prompt, "side_px": int(x.shape[-1]), "readings": readings,
+                          "map_xy": where.round(3).tolist()}
                 glyphs = tensor_to_images(x)
                 yield (_sheet(glyphs), _upscale(glyphs), f"done: {count} glyph{'s' * (count > 1)}, {steps} steps",
                        _readings_html(readings, playground.copy_threshold), _map_image(playground.all_xy, where),
