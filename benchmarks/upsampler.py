@@ -182,7 +182,7 @@ def budget(rounds: int = 2, up_steps: int = 100, train_steps: int = 24) -> None:
     for _ in range(rounds):
         clock = Clock()
         train_upsampler(low, high, Upsampler(u.width, u.depth), up_steps, u.batch_size, u.lr, seed=0,
-                        strength=u.degradation, bar=clock)
+                        strength=u.degradation, bar=clock, block=u.block, block_p=u.block_jitter)
         step = float(np.median(np.diff(clock.times)[2:]))  # two warm-up steps left out, as step_speed does
         up_s.append(step * u.steps / 60)  # minutes for the stage's steps
         train_s.append(train_images / step_speed(params, train_steps) / 60)
@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=48)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--strength", type=float, default=1.0, help="degradation augmentation (0: clean inputs)")
+    parser.add_argument("--block-jitter", type=float, default=0.0,
+                        help="share of 4×4 tiles moved by a pixel in each input (the base's patch seams)")
     parser.add_argument("--design", choices=["cnn", "diffusion"], default="cnn",
                         help="cnn: the pipeline's regression upsampler; diffusion: a small diffusion SR model")
     parser.add_argument("--minutes", type=float, default=1.6, help="diffusion: training minutes (the CNN's, to compare)")
@@ -222,7 +224,7 @@ def main() -> None:
     if args.design == "cnn":
         net = Upsampler(args.width, args.depth)
         losses = train_upsampler(low["train"].images, high["train"].images, net, args.steps, args.batch, args.lr,
-                                 seed=0, strength=args.strength)
+                                 seed=0, strength=args.strength, block_p=args.block_jitter)
         steps, run = args.steps, lambda x: upsample(net, x)  # noqa: E731
     else:
         net = DiffusionSR()

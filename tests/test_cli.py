@@ -34,7 +34,7 @@ def write_params(tmp_path, *replacements):
 
 
 def test_invalid_parameter(tmp_path):
-    write_params(tmp_path, ("image_size: 64", "image_size: -3"))
+    write_params(tmp_path, ("image_size: 128", "image_size: -3"))
     assert_one_line_error(glyffuser("render", cwd=tmp_path), "params.yaml: render.image_size")
 
 

@@ -212,6 +212,8 @@ class UpsamplerParams(_Group):
     batch_size: Annotated[int, Field(ge=1)]
     lr: Annotated[float, Field(gt=0, lt=1)]
     degradation: Annotated[float, Field(ge=0, le=4)]
+    block: Annotated[int, Field(ge=1, le=64)]
+    block_jitter: Annotated[float, Field(ge=0, le=1)]
 
 
 class EvaluateParams(_Group):

@@ -59,7 +59,8 @@ def run_upsampler(params: Params, definitions: Path, glyphs: Path, out: Path) ->
     start = time.perf_counter()
     with progress(u.steps, desc="upsampler", unit="step") as bar:
         losses = train_upsampler(low["train"].images, high["train"].images, net, u.steps, u.batch_size, u.lr,
-                                 seed=params.base.seed, strength=u.degradation, bar=bar)
+                                 seed=params.base.seed, strength=u.degradation, bar=bar, block=u.block,
+                                 block_p=u.block_jitter)
     minutes = (time.perf_counter() - start) / 60
     report = {
         "input_resolution": low_side, "output_resolution": high_side,
