@@ -27,6 +27,24 @@ def test_degrade_stays_in_range_varies_per_image_and_is_off_at_strength_zero(pai
     assert paper_darkness(a)[0] > paper_darkness(low)[0] + 1  # the paper gets dirty, as a diffusion sample's does
 
 
+def test_block_jitter_moves_whole_tiles_by_one_pixel(pairs):
+    from glyffuser.diffusion.upsampler import block_jitter
+
+    x = pairs[3][:16]  # real 32 px test glyphs: 8×8 tiles of 4 px
+    assert torch.equal(block_jitter(x, torch.Generator().manual_seed(0), 4, 0.0), x)
+    y = block_jitter(x, torch.Generator().manual_seed(0), 4, 0.5)
+    moved = 0
+    for i in range(len(x)):
+        for by in range(1, 7):  # inner tiles: every neighbour exists, so a move is a plain shift
+            for bx in range(1, 7):
+                tile = y[i, 0, 4 * by:4 * by + 4, 4 * bx:4 * bx + 4]
+                shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                          if torch.equal(tile, x[i, 0, 4 * by + dy:4 * by + dy + 4, 4 * bx + dx:4 * bx + dx + 4])]
+                assert shifts, (i, by, bx)  # each tile is the input's, moved by at most a pixel per axis
+                moved += (0, 0) not in shifts
+    assert 0.2 < moved / (16 * 36) < 0.5  # p 0.5, of which 8 in 9 offsets move the tile
+
+
 def test_the_upsampler_learns_real_glyph_pairs_and_cleans_dirty_inputs(pairs):
     low, high, low_test, high_test = pairs
     torch.manual_seed(0)  # the initial weights: the same for both nets below

@@ -386,7 +386,8 @@ structure implies. This pipeline does the same on a laptop: the diffusion model 
 upsampler stage's network ({up['parameters']:,} parameters, trained in {up['train_minutes']:.1f} min on real glyph pairs,
 {base} px in, {final} px out) draws the {final} px glyph. It never saw a diffusion sample: during training its inputs
 were dirtied at random (noise, grey haze, specks, blur, sub-pixel shifts, as Imagen's noise-conditioning augmentation
-does), so it learned to map a dirty draft to clean strokes on white paper.</p>
+does, and tiles moved by a pixel, as the seams of the diffusion model's patches), so it learned to map a dirty draft to
+clean strokes on white paper.</p>
 {figure(paths.evaluate / 'cascade.png', f"The grid prompts: the diffusion model's {base} px drafts (enlarged without "
         f"smoothing), then the {final} px glyphs the upsampler draws from them.", 900)}
 {_table(["", f"{base} px draft", f"{final} px glyph", ""], rows)}
