@@ -20,27 +20,26 @@ import torch
 import torch.nn.functional as F
 
 
+def clustered_mean(values: np.ndarray, cluster: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean of per-sample values and its standard error over clusters (default: every sample its own cluster)."""
+    values = np.asarray(values, dtype=float)
+    if cluster is None:
+        cluster = np.arange(len(values))
+    _, inverse = np.unique(cluster, return_inverse=True)
+    per_cluster = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    se = per_cluster.std(ddof=1) / np.sqrt(len(per_cluster)) if len(per_cluster) > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
 def adherence(predicted: np.ndarray, target: np.ndarray, cluster: np.ndarray | None = None) -> tuple[float, float]:
     """Share of predicted == target and its standard error over clusters (default: every sample its own)."""
-    hits = (np.asarray(predicted) == np.asarray(target)).astype(float)
-    if cluster is None:
-        cluster = np.arange(len(hits))
-    _, inverse = np.unique(cluster, return_inverse=True)
-    per_cluster = np.bincount(inverse, weights=hits) / np.bincount(inverse)
-    se = per_cluster.std(ddof=1) / np.sqrt(len(per_cluster)) if len(per_cluster) > 1 else float("nan")
-    return float(hits.mean()), float(se)
+    return clustered_mean(np.asarray(predicted) == np.asarray(target), cluster)
 
 
 def paired_difference(hits: np.ndarray, other_hits: np.ndarray, cluster: np.ndarray | None = None) -> tuple[float, float]:
     """Mean of hits - other_hits over the same samples (e.g. a cascade's final glyphs and their drafts) and its
     standard error over clusters (default: every sample its own)."""
-    d = np.asarray(hits, dtype=float) - np.asarray(other_hits, dtype=float)
-    if cluster is None:
-        cluster = np.arange(len(d))
-    _, inverse = np.unique(cluster, return_inverse=True)
-    per_cluster = np.bincount(inverse, weights=d) / np.bincount(inverse)
-    se = per_cluster.std(ddof=1) / np.sqrt(len(per_cluster)) if len(per_cluster) > 1 else float("nan")
-    return float(d.mean()), float(se)
+    return clustered_mean(np.asarray(hits, dtype=float) - np.asarray(other_hits, dtype=float), cluster)
 
 
 def kid(x: torch.Tensor, y: torch.Tensor, subset_size: int, subsets: int = 100, seed: int = 0) -> tuple[float, float]:
