@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from glyffuser.artifacts.atomic import atomic_outputs
@@ -77,4 +78,4 @@ def load_upsampler_folder(path: Path) -> tuple[Upsampler, dict]:
         net.load_state_dict(load_file(weights))
     except Exception as err:  # safetensors' and torch's own errors, whatever their type
         raise GlyffuserError(f"cannot load the upsampler in {path}: {str(err).strip().splitlines()[0][:160]}") from None
-    return net.eval(), config
+    return net.eval().to(memory_format=torch.channels_last), config  # NHWC, as it trained (diffusion/upsampler.py)

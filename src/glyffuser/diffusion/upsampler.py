@@ -114,7 +114,8 @@ def train_upsampler(low: torch.Tensor, high: torch.Tensor, net: Upsampler, steps
 
 @torch.no_grad()
 def upsample(net: Upsampler, low: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """(N,1,r,r) -> (N,1,2r,2r) in eval mode, in batches."""
-    net.eval().to(memory_format=torch.channels_last)
+    """(N,1,r,r) -> (N,1,2r,2r) in eval mode, in batches. The net is not changed (concurrent requests share it):
+    train_upsampler and load_upsampler_folder leave it in channels_last layout."""
+    net.eval()
     return torch.cat([net(low[i:i + batch].float().contiguous(memory_format=torch.channels_last)).contiguous()
                       for i in range(0, len(low), batch)])
