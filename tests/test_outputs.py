@@ -270,7 +270,8 @@ def _guide_argv(figures, evaluated, rendered, out):
     render_out, _ = rendered
     return ["guide", "--figures", str(fig_paths.out), "--umap", str(root / "umap"), "--evaluate", str(eval_paths.out),
             "--train-metrics", str(fig_paths.model.parent / "metrics.json"), "--render-report", str(render_out.report),
-            "--classifier", str(eval_paths.classifier), "--model", str(fig_paths.model), "--out", str(out)]
+            "--classifier", str(eval_paths.classifier), "--model", str(fig_paths.model), "--out", str(out),
+            "--upsampler", str(eval_paths.upsampler)]
 
 
 def test_an_unusable_store_stops_the_stage_before_the_work(figures, evaluated, rendered, tmp_path, capsys, monkeypatch):
