@@ -335,8 +335,6 @@ def add_arguments(p) -> None:
 def command(args) -> None:
     from glyffuser.params import load_params
 
-    if args.base and args.upsampler:
-        raise GlyffuserError("--base shows the drafts without an upsampler: give --base or --upsampler, not both")
     paths = DemoPaths(args.model, args.classifier, args.definitions, args.glyphs, args.umap, args.evaluate, args.encoder,
                       choose_upsampler(args.model, args.upsampler, args.base))
     serve(load_params(args.params), paths, args.port)

@@ -43,6 +43,8 @@ def choose_upsampler(model: str | Path, upsampler: Path | None, base: bool) -> P
     """The command line's choice (sample, evaluate, demo): --base: none; --upsampler PATH: that one; neither: the model
     folder's own, else the pipeline's data/upsampler when the upsampler stage has run for this model's side, else none.
     Returns what GlyffuserPipeline.from_pretrained takes as `upsampler`: a folder, or False for none."""
+    if base and upsampler is not None:
+        raise GlyffuserError("--base means the drafts, without an upsampler: give --base or --upsampler, not both")
     if base:
         return False
     if upsampler is not None:
@@ -60,9 +62,9 @@ class GlyffuserPipeline:
     """A trained UNet, its noise schedule, the text encoder its embeddings came from, and optionally an upsampler."""
 
     def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict, bf16: bool | None = None,
-                 compile: bool = False, upsampler: Upsampler | None = None, upsampler_config: dict | None = None):
+                 compile: bool = False, upsampler: Upsampler | None = None):
         self.unet, self.scheduler_config, self.info = unet.eval(), dict(scheduler_config), info
-        self.upsampler, self.upsampler_config = upsampler, upsampler_config
+        self.upsampler = upsampler
         self.bf16 = native_bf16(unet.device) if bf16 is None else bf16  # autocast while sampling
         # torch.compile the UNet for bulk sampling: it pays once the glyphs outnumber the compile's cost
         # (2-core CPU: a 40 s compile, then +44 % glyphs/s in bf16; about 1,100 glyphs to break even).
@@ -89,7 +91,7 @@ class GlyffuserPipeline:
             raise GlyffuserError(f"the upsampler in {upsampler} takes {net_config['input_resolution']} px glyphs, but the "
                                  f"model in {path} draws {image_size(unet)} px: re-run the upsampler stage")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = cls(unet.to(device), config, info, bf16, compile, net.to(device) if net else None, net_config)
+        pipe = cls(unet.to(device), config, info, bf16, compile, net.to(device) if net else None)
         if not pipe.bf16 and pipe.unet.device.type == "cpu":
             # fp32 on a CPU: NHWC convolutions gave +21 % glyphs/s (with bf16 they were 19 % slower)
             pipe.unet = pipe.unet.to(memory_format=torch.channels_last)

@@ -437,8 +437,6 @@ def command(args) -> dict:
 
     from glyffuser.diffusion.pipeline import choose_upsampler
 
-    if args.base and args.upsampler:
-        raise GlyffuserError("--base judges the drafts without an upsampler: give --base or --upsampler, not both")
     upsampler = choose_upsampler(args.model, args.upsampler, args.base)
     paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out,
                           upsampler or None)

@@ -153,8 +153,6 @@ def command(args: argparse.Namespace) -> dict:
         files_outputs(out, len(prompts), n, args.seed)
     else:
         grid_outputs(out, manifest)
-    if args.base and args.upsampler:
-        raise GlyffuserError("--base draws without an upsampler: give --base or --upsampler, not both")
     pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile, encoder=args.encoder,
                                              upsampler=choose_upsampler(args.model, args.upsampler, args.base))
     check_sampling(steps, guidance, pipe.scheduler_config)
