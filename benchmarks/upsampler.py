@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0, help="the training's seed (initial weights, batches, degradations)")
     parser.add_argument("--width", type=int, default=48)
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--strength", type=float, default=1.0, help="degradation augmentation (0: clean inputs)")
@@ -219,17 +220,17 @@ def main() -> None:
 
     paths = DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet"
     low, high = load_glyph_splits(*paths, 64), load_glyph_splits(*paths, 128)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     start = time.perf_counter()
     if args.design == "cnn":
         net = Upsampler(args.width, args.depth)
         losses = train_upsampler(low["train"].images, high["train"].images, net, args.steps, args.batch, args.lr,
-                                 seed=0, strength=args.strength, block_p=args.block_jitter)
+                                 seed=args.seed, strength=args.strength, block_p=args.block_jitter)
         steps, run = args.steps, lambda x: upsample(net, x)  # noqa: E731
     else:
         net = DiffusionSR()
         steps, losses = net.train_for(low["train"].images, high["train"].images, args.minutes, args.batch, args.lr,
-                                      args.strength)
+                                      args.strength, seed=args.seed)
         run = lambda x: net(x, args.sr_steps)  # noqa: E731
     minutes = (time.perf_counter() - start) / 60
     print(f"trained {steps} steps in {minutes:.2f} min, last loss {np.mean(losses[-50:]):.4f}", flush=True)
@@ -243,7 +244,8 @@ def main() -> None:
     config = net.config if args.design == "cnn" else {"design": "diffusion", "sampler_steps": args.sr_steps}
     out = {"upsampler": {**config, "parameters": sum(p.numel() for p in net.parameters()), "steps": steps,
                          "ms_per_glyph": round(ms_per_glyph, 2),
-                         "batch": args.batch, "lr": args.lr, "strength": args.strength, "train_minutes": round(minutes, 2),
+                         "batch": args.batch, "lr": args.lr, "seed": args.seed,
+                         "block_jitter": args.block_jitter, "strength": args.strength, "train_minutes": round(minutes, 2),
                          "images_per_s": round(steps * args.batch / (minutes * 60), 1),
                          "final_loss": round(float(np.mean(losses[-50:])), 4)},
            "references_128": {
