@@ -87,6 +87,13 @@ def test_upsampler_stage_writes_a_checked_folder(upsampler, params, rendered, tm
     with pytest.raises(GlyffuserError, match="render.image_size"):
         run_upsampler(small, out.definitions, out.glyphs, tmp_path / "up")
     assert not (tmp_path / "up").exists()
+    # a learning rate that blows the net up: one line, nothing written (sample and evaluate would trust a blank page)
+    from tests.conftest import SMALL_EVAL
+
+    with pytest.raises(GlyffuserError, match="did not learn.*upsampler.lr"):
+        run_upsampler(with_overrides(params, {**SMALL_EVAL, "upsampler.lr": 0.9}), out.definitions, out.glyphs,
+                      tmp_path / "diverged")
+    assert not (tmp_path / "diverged").exists()
     # damaged weights are refused in one line
     import shutil
 

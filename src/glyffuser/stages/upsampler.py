@@ -70,6 +70,11 @@ def run_upsampler(params: Params, definitions: Path, glyphs: Path, out: Path) ->
         "test_glyphs": len(low["test"].radicals),
         "test": real_checks(net, low["test"].images, high["test"].images),
     }
+    learned, plain = report["test"]["upsampler"]["l1"], report["test"]["bilinear"]["l1"]
+    if not learned < plain:  # a diverged net (NaN, or a blank page) must not reach sample/evaluate
+        raise GlyffuserError(f"the upsampler did not learn: its L1 error on the real test glyphs is {learned} against "
+                             f"{plain} for plain bilinear upsampling (last loss {report['final_loss']}); lower "
+                             f"upsampler.lr (now {u.lr}) or raise upsampler.steps")
     save_upsampler_folder(out, net, low_side, report)
     return report
 
