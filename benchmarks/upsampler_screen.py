@@ -3,8 +3,8 @@
     python benchmarks/upsampler_screen.py --lr 0.004 --seed 1
     python benchmarks/upsampler_screen.py --loss l2          # or mix: half L1, half (scaled) L2
 
-Trains one upsampler with the stage's code (glyffuser.diffusion.upsampler.train_upsampler; for --loss l2/mix a
-copy of its loop with the other loss) on the render tables' train split, upsamples the 1,004 held-out drafts
+Trains one upsampler with the stage's code (glyffuser.diffusion.upsampler.train_upsampler; --loss l2/mix hands it
+another loss) on the render tables' train split, upsamples the 1,004 held-out drafts
 stored in data/evaluate/samples.parquet (base_png) and the real 64 px test glyphs, and prints one JSON line:
 the stroke fidelity of each at 128 px against the real 128 px test glyphs, and their share of grey pixels.
 About 2-3 min a run on 2 cores. The lines of the 2026-12-06 screen are in
@@ -31,30 +31,13 @@ from glyffuser.diffusion import upsampler as U
 TABLES = Path("data/render/definitions.parquet"), Path("data/render/glyphs.parquet")
 
 
-def other_loss(kind: str, mix: float):
-    """train_upsampler's loop with an L2 loss (kind l2) or mix·L1 + (1 − mix)·4·L2 (kind mix)."""
-
-    def train(low, high, net, steps, batch, lr, seed, strength=1.0, bar=None, block=4, block_p=0.0):
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
-        net.to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-        net.train()
-        losses = []
-        for _ in range(steps):
-            idx = torch.randint(0, len(low), (batch,), generator=gen)
-            x = U.degrade(low[idx], gen, strength, block, block_p).contiguous(memory_format=torch.channels_last)
-            d = net(x) - high[idx]
-            loss = d.pow(2).mean() if kind == "l2" else mix * d.abs().mean() + (1 - mix) * d.pow(2).mean() * 4
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-        return losses
-
-    return train
+def loss_of(kind: str, mix: float):
+    """None (the stage's L1), L2 (kind l2), or mix·L1 + (1 − mix)·4·L2 (kind mix), of the error (B,1,2r,2r)."""
+    if kind == "l2":
+        return lambda d: d.pow(2).mean()
+    if kind == "mix":
+        return lambda d: mix * d.abs().mean() + (1 - mix) * d.pow(2).mean() * 4
+    return None
 
 
 def main() -> None:
@@ -76,11 +59,11 @@ def main() -> None:
     drafts = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(b)).convert("L"), dtype=np.float32)
                                            / 127.5 - 1)[None] for b in table[table.kind == "heldout"].base_png])
     real_codes = stroke_codes(real).sum(0)
-    train = U.train_upsampler if a.loss == "l1" else other_loss(a.loss, a.mix)
     torch.manual_seed(a.seed)  # the initial weights, as the stage seeds them
     net = U.Upsampler(a.width, a.depth)
     t = time.perf_counter()
-    losses = train(lo["train"].images, hi["train"].images, net, a.steps, a.batch, a.lr, a.seed, 1.0, None, 4, a.block_p)
+    losses = U.train_upsampler(lo["train"].images, hi["train"].images, net, a.steps, a.batch, a.lr, a.seed, 1.0, None, 4,
+                               a.block_p, loss_of=loss_of(a.loss, a.mix))
     out = {"minutes": round((time.perf_counter() - t) / 60, 2), "loss_end": round(float(np.mean(losses[-50:])), 4)}
     for name, x in (("drafts", drafts), ("real64", real64)):
         y = U.upsample(net, x)
