@@ -14,7 +14,6 @@ benchmarks/results/upsampler_screen-cpu2.jsonl; benchmarks/upsampler.py measures
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
@@ -22,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from glyffuser.analysis.fidelity import jensen_shannon, stroke_codes
 from glyffuser.artifacts.glyph_tables import load_glyph_splits
+from glyffuser.artifacts.images import pngs_to_tensor
 from glyffuser.diffusion import upsampler as U
 
 TABLES = Path("data/render/definitions.parquet"), Path("data/render/glyphs.parquet")
@@ -56,14 +55,13 @@ def main() -> None:
     lo, hi = load_glyph_splits(*TABLES, 64), load_glyph_splits(*TABLES, 128)
     real, real64 = hi["test"].images, lo["test"].images  # (1004,1,128,128), (1004,1,64,64)
     table = pd.read_parquet("data/evaluate/samples.parquet")
-    drafts = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(b)).convert("L"), dtype=np.float32)
-                                           / 127.5 - 1)[None] for b in table[table.kind == "heldout"].base_png])
+    drafts = pngs_to_tensor(list(table[table.kind == "heldout"].base_png), 64)  # (1004,1,64,64)
     real_codes = stroke_codes(real).sum(0)
     torch.manual_seed(a.seed)  # the initial weights, as the stage seeds them
     net = U.Upsampler(a.width, a.depth)
     t = time.perf_counter()
-    losses = U.train_upsampler(lo["train"].images, hi["train"].images, net, a.steps, a.batch, a.lr, a.seed, 1.0, None, 4,
-                               a.block_p, loss_of=loss_of(a.loss, a.mix))
+    losses = U.train_upsampler(lo["train"].images, hi["train"].images, net, a.steps, a.batch, a.lr, seed=a.seed,
+                               block_p=a.block_p, loss_of=loss_of(a.loss, a.mix))  # degradation 1, block 4: the stage's
     out = {"minutes": round((time.perf_counter() - t) / 60, 2), "loss_end": round(float(np.mean(losses[-50:])), 4)}
     for name, x in (("drafts", drafts), ("real64", real64)):
         y = U.upsample(net, x)
