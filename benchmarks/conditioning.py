@@ -271,6 +271,8 @@ def part_topk(names: list[str], k: int = 3) -> dict:
 
     @torch.inference_mode()
     def top(images: torch.Tensor) -> torch.Tensor:  # (N,1,R,R) -> (N,k) radicals 1..214, most probable first
+        if images.shape[-1] != net.resolution:  # the cascade's 128 px glyphs, read at the judge's side as predict does
+            images = torch.nn.functional.interpolate(images, size=net.resolution, mode="area")
         return torch.cat([net.head(net.features(c.float())).topk(k, dim=1).indices + 1 for c in images.split(512)])
 
     out = {"judge_md5": judge, "k": k, "runs": {}}
