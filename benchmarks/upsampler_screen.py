@@ -3,7 +3,7 @@
     python benchmarks/upsampler_screen.py --lr 0.004 --seed 1
     python benchmarks/upsampler_screen.py --loss l2          # or mix: half L1, half (scaled) L2
 
-Trains one upsampler with the stage's code (glyffuser.diffusion.upsampler.train_upsampler; --loss l2/mix hands it
+Defaults: params.yaml's upsampler group. Trains one upsampler with the stage's code (glyffuser.diffusion.upsampler.train_upsampler; --loss l2/mix hands it
 another loss) on the render tables' train split, upsamples the 1,004 held-out drafts
 stored in data/evaluate/samples.parquet (base_png) and the real 64 px test glyphs, and prints one JSON line:
 the stroke fidelity of each at 128 px against the real 128 px test glyphs, and their share of grey pixels.
@@ -26,6 +26,7 @@ from glyffuser.analysis.fidelity import jensen_shannon, stroke_codes
 from glyffuser.artifacts.glyph_tables import load_glyph_splits
 from glyffuser.artifacts.images import pngs_to_tensor
 from glyffuser.diffusion import upsampler as U
+from glyffuser.params import load_params
 
 TABLES = Path("data/render/definitions.parquet"), Path("data/render/glyphs.parquet")
 
@@ -40,16 +41,17 @@ def loss_of(kind: str, mix: float):
 
 
 def main() -> None:
+    u = load_params().upsampler  # the stage's settings are the defaults; each option overrides one
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--loss", choices=["l1", "l2", "mix"], default="l1")
     ap.add_argument("--mix", type=float, default=0.5, help="--loss mix: the L1 share")
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--depth", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--block-p", type=float, default=0.3, help="upsampler.block_jitter")
-    ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--width", type=int, default=u.width)
+    ap.add_argument("--depth", type=int, default=u.depth)
+    ap.add_argument("--steps", type=int, default=u.steps)
+    ap.add_argument("--block-p", type=float, default=u.block_jitter, help="upsampler.block_jitter")
+    ap.add_argument("--lr", type=float, default=u.lr)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=u.batch_size)
     a = ap.parse_args()
     torch.set_num_threads(2)
     lo, hi = load_glyph_splits(*TABLES, 64), load_glyph_splits(*TABLES, 128)
@@ -61,7 +63,7 @@ def main() -> None:
     net = U.Upsampler(a.width, a.depth)
     t = time.perf_counter()
     losses = U.train_upsampler(lo["train"].images, hi["train"].images, net, a.steps, a.batch, a.lr, seed=a.seed,
-                               block_p=a.block_p, loss_of=loss_of(a.loss, a.mix))  # degradation 1, block 4: the stage's
+                               strength=u.degradation, block=u.block, block_p=a.block_p, loss_of=loss_of(a.loss, a.mix))
     out = {"minutes": round((time.perf_counter() - t) / 60, 2), "loss_end": round(float(np.mean(losses[-50:])), 4)}
     for name, x in (("drafts", drafts), ("real64", real64)):
         y = U.upsample(net, x)
