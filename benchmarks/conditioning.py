@@ -310,6 +310,11 @@ def part_image(names: list[str], out: Path = ROOT / "docs" / "conditioning_side_
     from PIL import Image, ImageDraw
 
     grids = [Image.open(RUNS / n / "evaluate_grid.png").convert("RGB") for n in names]
+    # Runs judged at 64 px and at 128 px (the cascade) drew grids of different sizes: show them at the same
+    # height, pixels enlarged as they are (nearest), so that a cell of one faces the same cell of the other.
+    side = max(g.height for g in grids)
+    grids = [g if g.height == side else g.resize((round(g.width * side / g.height), side), Image.NEAREST)
+             for g in grids]
     titles = []
     for n in names:
         m = json.loads((RUNS / n / "metrics.json").read_text())
