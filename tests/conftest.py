@@ -17,8 +17,9 @@ SMALL_RANGES = ["U+9B5A-U+9C7F", "U+9CE5-U+9DFF", "U+6C34-U+6CFF"]
 
 @pytest.fixture(scope="session")
 def params() -> Params:
-    return with_overrides(load_params(REPO / "params.yaml"),
-                          {"render.ranges": SMALL_RANGES, "render.image_size": 32, "render.preview_count": 8})
+    # 32 px renders: models of at most 16 px (the cascade's upsampler learns twice the side from them)
+    return with_overrides(load_params(REPO / "params.yaml"), {"render.ranges": SMALL_RANGES, "render.image_size": 32,
+                                                            "render.preview_count": 8, "train.resolution": 16})
 
 
 @pytest.fixture(scope="session")

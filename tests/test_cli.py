@@ -197,3 +197,21 @@ def test_parquet_metadata_that_is_not_ours(meta, tmp_path, rendered):
     path = _definitions_copy(rendered, tmp_path, meta=meta)
     result = glyffuser("embed", "--definitions", str(path), "--out", "e.parquet", cwd=tmp_path)
     assert_one_line_error(result, "definitions.parquet: its 'glyffuser' metadata is not a JSON object")
+
+
+def test_sample_outside_a_checkout_needs_no_params_file_when_every_option_is_given(tmp_path, tiny_model):
+    """Issue 40: `glyffuser sample "…" --model X` in a folder without params.yaml failed on the file it did not need."""
+    given = ["a kind of fish", "--model", str(tiny_model[0]), "-n", "1", "--steps", "2", "--guidance", "3"]
+    result = glyffuser("sample", *given, "--scheduler", "ddim", "--out", "fish.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "fish.png").size[0] > 0
+    # an option left to params.yaml still needs it, in one line
+    assert_one_line_error(glyffuser("sample", *given, "--out", "fish2.png", cwd=tmp_path),
+                          "cannot read parameters file params.yaml")
+
+
+def test_the_grid_prompts_are_checked_before_the_model_loads(tmp_path):
+    """Issue 40: the sample stage cleaned params.yaml's grid prompts only after loading the model."""
+    write_params(tmp_path, ("  - a kind of fish\n", '  - "\\u200b "\n'), ("    a kind of fish: 195", '    "\\u200b ": 195'))
+    result = glyffuser("sample", "--model", str(tmp_path / "no-model-here"), cwd=tmp_path)
+    assert_one_line_error(result, "an empty prompt asks for nothing")

@@ -57,16 +57,67 @@ def assert_mlflow_run_holds_what_the_readme_promises(db):
     assert "evaluate.adherence_heldout" in version.tags
 
 
-def test_smoke_pipeline(tmp_path):
+def throwaway_repo(tmp_path):
+    """This checkout's files (less data/) committed in a new git repository: the pipeline runs there from scratch."""
     tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.split()
     repo = tmp_path / "repo"
     for name in tracked:
-        if (REPO / name).is_file() and not name.startswith("data/"):
+        if (REPO / name).is_file() and not name.startswith("data/") and not name.startswith("benchmarks/results/"):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, repo / name)
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty"], repo)
+    return repo
+
+
+# The GPU profile at a size the CPU runs in minutes: its stages, dependencies and shapes (128 px drafts through a
+# 64×64 UNet grid, the 128 -> 256 px upsampler), with tiny widths, few glyphs and a fraction of an epoch.
+GPU_AT_TINY_SIZE = {
+    "render.ranges": ["U+9B5A-U+9C7F", "U+9CE5-U+9DFF"], "render.preview_count": 8,
+    "train.block_channels": [16, 32, 32, 32], "train.layers_per_block": 1, "train.epochs": 0.5,
+    "train.batch_size": 16, "train.lr_warmup_steps": 2, "train.log_every": 2, "train.eval_every": 0,
+    "train.checkpoint_every": 4, "train.val_images": 16, "train.eval_steps": 2,
+    "sample.seeds": 1, "sample.steps": 3, "classifier.epochs": 1, "classifier.width": 8,
+    "upsampler.width": 8, "upsampler.steps": 30,
+    "evaluate.heldout_characters": 4, "evaluate.control_characters": 4, "evaluate.copy_calibration": 20,
+    "evaluate.seed_sweep_seeds": 2, "umap.n_neighbors": 5,
+    "figures.forward_timesteps": [0, 500, 999], "figures.signal_levels": [1.0, 0.3], "figures.step_counts": [1, 2],
+    "figures.step_samplers": ["ddim"], "figures.trajectory_seeds": 2, "figures.guidance_prompts": ["a kind of fish"],
+    "figures.guidance_scales": [0, 5], "figures.animation_prompts": ["a kind of fish"], "figures.animation_steps": 2,
+}
+
+
+def test_the_gpu_profile_runs_end_to_end_at_tiny_size(tmp_path):
+    """Issue 40: profiles/gpu.yaml kept 128 px renders for a 128 px model, so its experiment failed in the upsampler
+    stage after the whole training. Its params run through every stage here, shrunk (GPU_AT_TINY_SIZE)."""
+    from dvc.utils.hydra import apply_overrides
+
+    from glyffuser.params import load_params, with_overrides
+    from glyffuser.profiles import override_value, with_profile, write_profile_params
+
+    repo = throwaway_repo(tmp_path)
+    gpu = with_profile("gpu", REPO / "params.yaml", REPO)
+    tiny = with_overrides(gpu, GPU_AT_TINY_SIZE)  # validated, as every stage will
+    for key in ("render.image_size", "train.resolution", "train.patch_size", "train.attention_levels", "upsampler.block"):
+        group, leaf = key.split(".")
+        assert getattr(getattr(tiny, group), leaf) == getattr(getattr(gpu, group), leaf), key  # the GPU profile's own
+    params = write_profile_params("gpu", repo / "params.yaml", REPO / "params.yaml", REPO)
+    apply_overrides(params, [f"{k}={override_value(v)}" for k, v in GPU_AT_TINY_SIZE.items()])
+    assert load_params(params) == tiny
+    out = run(["dvc", "repro"], repo)
+    assert "Running stage 'guide'" in out
+    model = json.loads((repo / "data" / "model" / "glyffuser.json").read_text())
+    assert model["resolution"] == 128 and model["patch_size"] == 2
+    assert json.loads((repo / "data" / "upsampler" / "config.json").read_text())["input_resolution"] == 128
+    evaluation = json.loads((repo / "data" / "evaluate" / "metrics.json").read_text())
+    assert (evaluation["base_resolution"], evaluation["resolution"]) == (128, 256)
+    assert (repo / "data" / "guide" / "index.html").stat().st_size > 10_000
+    assert stale_stages(repo) == set()
+
+
+def test_smoke_pipeline(tmp_path):
+    repo = throwaway_repo(tmp_path)
 
     # the profile as DVC applies any variant: dvc exp run -n smoke -S ..., on top of the committed default
     out = run([sys.executable, "-m", "glyffuser.cli", "profile", "smoke"], repo)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.conftest import REPO
@@ -193,6 +194,57 @@ def test_mlflow_models_serve_answers_with_glyphs_and_refuses_bad_requests_in_one
             if ours:  # our line alone, not MLflow's "Failed to predict data '<the whole DataFrame>'" before it
                 assert body["message"].count("\n") == 0 and not body["message"].startswith("Failed"), body["message"]
 
+        # issue 40: every field is checked before admission and before any prompt is encoded, so the largest request
+        # with one bad field is a 400 at once (steps -1000 lowered the in-flight count; steps 0 was a 504 after 10 s)
+        many = [{"prompt": f"a kind of fish {i}"} for i in range(4096)]
+        for bad_params, says in [({"steps": -1000}, "steps must be at least 1"), ({"steps": 0}, "steps must be at least 1"),
+                                 ({"steps": 2000}, "glyph-steps; one call draws at most"),
+                                 ({"guidance": -1.0}, "guidance must be"),
+                                 ({"scheduler": "euler"}, "unknown scheduler 'euler'")]:
+            start = time.monotonic()
+            status, body = post(port, {"dataframe_records": many, "params": {"num_images": 1, **bad_params}})
+            assert status == 400 and says in body["message"], (bad_params, status, body)
+            assert time.monotonic() - start < 3, (bad_params, time.monotonic() - start)
+
+
+def test_no_request_lowers_the_work_in_flight_of_others():
+    """Issue 40: a request's work is never negative in the admission count, whatever reaches the gate."""
+    from glyffuser import serving
+
+    before = serving._in_flight
+    with serving._admitted(-10**6):
+        assert serving._in_flight == before
+        with serving._admitted(serving.LIGHT_GLYPH_STEPS + 1):
+            pass
+    assert serving._in_flight == before
+
+
+def test_a_stopped_request_stops_while_its_prompts_are_encoded(tiny_model):
+    """Issue 40: 4,096 prompts took 22 s to encode in one pass, past the deadline and past SIGTERM; the encoder now reads
+    them in passes of ENCODE_CHUNK with a stop check before each."""
+    from glyffuser.diffusion.pipeline import ENCODE_CHUNK, GlyffuserPipeline
+    from glyffuser.errors import GlyffuserError
+
+    pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu", upsampler=False)
+    seen, real = [], pipe.encoder.encode
+    pipe.encoder.encode = lambda texts: (seen.append(len(texts)), real(texts))[1]
+    checks = []
+
+    def stop():
+        checks.append(1)
+        if len(checks) == 2:
+            raise GlyffuserError("the server is shutting down; the request was stopped")
+
+    with pytest.raises(GlyffuserError, match="shutting down"):
+        pipe([f"a kind of fish {i}" for i in range(3 * ENCODE_CHUNK)], steps=2, stop=stop)
+    assert seen == [ENCODE_CHUNK]  # one pass, then the stop: not the other 513 texts, nor any sampling step
+    seen.clear()
+    text, mask, empty = pipe.encode([f"fish {i}" for i in range(ENCODE_CHUNK + 5)])  # chunked, the same as one pass
+    assert seen == [ENCODE_CHUNK, 6] and text.shape[0] == ENCODE_CHUNK + 5
+    one_pass, _, one_empty = pipe.encode(["fish 0", "fish 1"])
+    torch.testing.assert_close(text[:2, : one_pass.shape[1]], one_pass, atol=2e-3, rtol=0)
+    torch.testing.assert_close(empty, one_empty, atol=2e-3, rtol=0)
+
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -277,6 +329,41 @@ def test_sample_takes_a_models_or_runs_uri(registered, tmp_path):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
     assert r.stderr.startswith("glyffuser: error: cannot load the MLflow model models:/glyffuser/99")
+
+
+def test_a_model_uri_draws_what_was_registered_whatever_the_current_folder_holds(registered, tmp_path):
+    """Issue 40: a version registered without an upsampler drew 32 px with ./data/upsampler under `glyffuser sample`
+    but 16 px under `mlflow models serve`; a cached download that lost its upsampler/ fell back the same way."""
+    import hashlib
+    import shutil
+
+    from glyffuser.artifacts.model_folder import read_model_info
+    from glyffuser.diffusion.encoders import resolve_encoder
+    from glyffuser.registry import register_model
+
+    info = {**read_model_info(registered["model_dir"]), "mlflow_run_id": registered["run_id"]}
+    drafts_only = register_model(registered["model_dir"], resolve_encoder(info["encoder"]).path, info, DEFAULTS,
+                                 {"kid": 0.5}, None)
+    assert drafts_only not in (None, registered["version"])
+    shutil.copytree(registered["upsampler"], tmp_path / "data" / "upsampler")  # the pipeline's, for this model's side
+    env = {**env_for(registered["store"]), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    (tmp_path / "p.txt").write_text("a kind of fish\n")
+    cmd = [sys.executable, "-m", "glyffuser.cli", "sample", "--prompts-file", "p.txt", "--steps", "2", "--params",
+           str(REPO / "params.yaml")]
+    for uri, side in ((f"models:/{drafts_only}", 16), ("models:/glyffuser/1", 32)):
+        r = subprocess.run([*cmd, "--model", uri, "--out", f"out{side}"], cwd=tmp_path, capture_output=True, text=True,
+                           env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert pixels((tmp_path / f"out{side}" / "000-seed0.png").read_bytes()).shape == (side, side), uri
+    entry = tmp_path / "cache" / "glyffuser" / "mlflow-models" / \
+        hashlib.sha256(f"{registered['store']}\nmodels:/glyffuser/1".encode()).hexdigest()[:24]
+    (weights,) = entry.rglob("upsampler.safetensors")
+    shutil.rmtree(weights.parent)
+    r = subprocess.run([*cmd, "--model", "models:/glyffuser/1", "--out", "damaged"], cwd=tmp_path, capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert f"lacks its upsampler folder: remove {entry} to download it again" in r.stderr
+    assert not (tmp_path / "damaged").exists()
 
 
 def test_model_uris_are_downloaded_once_and_leave_no_temporary_copies(registered, tmp_path):

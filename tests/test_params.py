@@ -108,3 +108,32 @@ def test_largest_seed_trains_its_generators():
     assert _step_generator(seed, 3, 10**6).initial_seed() < 2**63
     assert len(_epoch_permutation(seed, 99, 10)) == 10
     assert _step_generator(0, 0, 7).initial_seed() == 7  # small seeds are unchanged by the folding
+
+
+def test_the_cascade_is_checked_before_any_stage_runs():
+    """Issue 40: the upsampler stage runs after training, so renders too small for it, or a jitter tile that does not
+    divide the drafts, used to fail only after the whole training (or with a tensor-size traceback)."""
+    gpu = with_profile("gpu", REPO / "params.yaml", REPO)
+    assert gpu.render.image_size >= 2 * gpu.train.resolution and gpu.train.resolution % gpu.upsampler.block == 0
+    with pytest.raises(GlyffuserError, match=r"render.image_size is 128, but the upsampler stage learns 128 -> 256 px"):
+        with_overrides(gpu, {"render.image_size": 128})  # the GPU profile as it shipped before
+    for overrides in ({"upsampler.block": 3}, {"train.resolution": 32, "upsampler.block": 64}):
+        with pytest.raises(GlyffuserError, match="upsampler.block .* must divide train.resolution"):
+            with_overrides(load_params(REPO / "params.yaml"), overrides)
+
+
+@pytest.mark.parametrize("key", ["train.epochs", "train.weight_decay", "upsampler.degradation",
+                                 "umap.min_dist", "train.min_snr_gamma"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_no_number_in_params_is_infinite_or_nan(key, value, tmp_path):
+    """`train.epochs: .inf` passed `gt=0` and failed 28 s later with an OverflowError traceback."""
+    import re
+
+    text = (REPO / "params.yaml").read_text()
+    group, leaf = key.split(".")
+    start = text.index(f"\n{group}:\n")
+    yaml_value = ".inf" if value == float("inf") else ".nan"
+    (tmp_path / "params.yaml").write_text(text[:start] + re.sub(rf"(\n  {leaf}: )\S+", rf"\g<1>{yaml_value}",
+                                                                 text[start:], count=1))
+    with pytest.raises(GlyffuserError, match=f"{key}: Input should be a finite number"):
+        load_params(tmp_path / "params.yaml")

@@ -81,12 +81,7 @@ def test_upsampler_stage_writes_a_checked_folder(upsampler, params, rendered, tm
     assert report["output_resolution"] == 32 and report["images_per_s"] > 0
     test = report["test"]  # on real test glyphs: it beats bilinear upsampling
     assert test["upsampler"]["l1"] < test["bilinear"]["l1"]
-    # renders smaller than the output side: one line, nothing written
     out, _ = rendered
-    small = with_overrides(params, {"train.resolution": 32, "train.patch_size": 1, "train.schedule_base_resolution": 32})
-    with pytest.raises(GlyffuserError, match="render.image_size"):
-        run_upsampler(small, out.definitions, out.glyphs, tmp_path / "up")
-    assert not (tmp_path / "up").exists()
     # a learning rate that blows the net up: one line, nothing written (sample and evaluate would trust a blank page)
     from tests.conftest import SMALL_EVAL
 
@@ -160,3 +155,53 @@ def _prompts(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("a kind of fish\n", encoding="utf-8")
     return path
+
+
+def test_a_damaged_pipeline_upsampler_is_an_error_not_the_drafts_side(tiny_model, upsampler, tmp_path, monkeypatch,
+                                                                        capsys):
+    """Issue 40: a truncated data/upsampler/config.json, or `input_resolution` as text, gave rc 0 and the 16 px drafts
+    (choose_upsampler swallowed the error), which `glyffuser evaluate` would then have judged and registered."""
+    import shutil
+
+    from PIL import Image
+
+    from glyffuser.cli import main
+    from tests.conftest import REPO
+
+    shutil.copytree(upsampler, tmp_path / "data" / "upsampler")
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "data" / "upsampler" / "config.json"
+    good = config.read_text()
+    (tmp_path / "p.txt").write_text("a kind of fish\n")
+    args = ["sample", "--prompts-file", "p.txt", "--steps", "2", "--model", str(tiny_model[0]), "--params",
+            str(REPO / "params.yaml"), "--out"]
+    assert '"input_resolution": 16' in good
+    for damaged, says in ((good[:40], "config.json is not an upsampler config"),
+                          (good.replace('"input_resolution": 16', '"input_resolution": "16"'), "input_resolution")):
+        config.write_text(damaged)
+        assert main([*args, "bad"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err, err
+        assert not (tmp_path / "bad").exists()
+    config.write_text(good)
+    assert main([*args, "good"]) == 0 and Image.open("good/000-seed0.png").size == (32, 32)
+
+
+def test_upsampler_true_asks_for_the_model_folders_own_and_a_width_mismatch_says_what_differs(tiny_model, upsampler,
+                                                                                               tmp_path):
+    import json
+    import shutil
+
+    from glyffuser.diffusion.pipeline import GlyffuserPipeline
+    from glyffuser.errors import GlyffuserError
+
+    with pytest.raises(GlyffuserError, match="has no upsampler/ of its own"):  # a TypeError before
+        GlyffuserPipeline.from_pretrained(tiny_model[0], upsampler=True)
+    GlyffuserPipeline.from_pretrained(tiny_model[0], upsampler=upsampler).save_pretrained(tmp_path / "bundle")
+    assert GlyffuserPipeline.from_pretrained(tmp_path / "bundle", upsampler=True).output_resolution == 32
+    wide = tmp_path / "wide"
+    shutil.copytree(upsampler, wide)
+    config = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(json.dumps({**config, "width": 2 * config["width"]}))
+    with pytest.raises(GlyffuserError, match=r"width 16, depth \d+ in config.json\): size mismatch for "):
+        GlyffuserPipeline.from_pretrained(tiny_model[0], upsampler=wide)

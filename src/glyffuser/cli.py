@@ -47,14 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_model_uri(args: argparse.Namespace) -> None:
     """`--model models:/NAME/VERSION` or `runs:/RUN_ID/model` (sample, demo): the MLflow model's folder, encoder and
-    upsampler (unless --upsampler names another). Resolved here, before the command, so a DVC stage (always a model
-    folder) never runs the MLflow code."""
+    upsampler (unless --upsampler names another). A URI means what was registered: a version without an upsampler
+    draws its drafts, as `mlflow models serve` of it does, never with ./data/upsampler. Resolved here, before the
+    command, so a DVC stage (always a model folder) never runs the MLflow code."""
     from glyffuser.artifacts.mlflow_model import is_model_uri, resolve_model_uri
 
     if is_model_uri(args.model):
         args.model, args.encoder, upsampler = resolve_model_uri(str(args.model))
         if args.upsampler is None and not args.base:
             args.upsampler = upsampler
+            args.base = upsampler is None
 
 
 def main(argv: list[str] | None = None) -> int:

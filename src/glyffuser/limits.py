@@ -7,7 +7,7 @@
   all its images in memory (100,000 glyphs took over 3 GB) and a grid row is n cells wide;
 - work: at most MAX_GLYPH_STEPS glyphs × steps per call (the largest call at the default 20 steps), so
   that no single request (a served one above all) can hold the machine for an hour;
-- steps: 1 .. the model's training timesteps (checked against the model in `process.check_sampling`);
+- steps: a whole number from 1 (here) to the model's training timesteps (`process.check_sampling`);
 - guidance: a finite number from 0 to MAX_GUIDANCE (`params.check_guidance`, shared by params.yaml, the
   CLI, the pipeline and the playground): far past it every glyph is black;
 - a prompt must hold a visible character (whitespace, control and zero-width characters alone ask for
@@ -45,9 +45,11 @@ def clean_prompt(prompt: object) -> str:
 
 def check_request(prompts: int, n: int, seed: int, steps: int | None = None) -> None:
     """Refuse counts, seeds and work (with `steps`) outside the documented bounds, in one sentence, before any work."""
-    for name, value in (("the number of samples per prompt (-n)", n), ("the seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int):
+    for name, value in (("the number of samples per prompt (-n)", n), ("the seed", seed), ("steps", steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise GlyffuserError(f"{name} must be a whole number, got {value!r}")
+    if steps is not None and steps < 1:  # negative steps would be negative work (a served request's budget)
+        raise GlyffuserError(f"steps must be at least 1, got {steps}")
     if not 1 <= n <= MAX_PER_PROMPT:
         raise GlyffuserError(f"the number of samples per prompt (-n) must be 1..{MAX_PER_PROMPT}, got {n}")
     if prompts * n > MAX_GLYPHS:

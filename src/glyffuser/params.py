@@ -41,13 +41,18 @@ def check_steps(steps: object, timesteps: int, name: str = "steps") -> int:
     return steps
 
 
-# A guidance scale wherever one is given (params.yaml, --guidance, the pipeline, the playground): one check.
-Guidance = Annotated[float, AfterValidator(check_guidance)]
+# A guidance scale wherever one is given (params.yaml, --guidance, the pipeline, the playground): one check
+# (it refuses infinities and NaN itself, naming the range).
+Guidance = Annotated[float, Field(allow_inf_nan=True), AfterValidator(check_guidance)]
+
+# The cascade's upsampler doubles the diffusion model's side (stages/upsampler.py)
+UPSAMPLER_SCALE = 2
 
 
 class _Group(BaseModel):
-    # Unknown keys are typos, not extensions: refuse them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are typos, not extensions: refuse them. No number is infinite or NaN (`.inf` in YAML):
+    # a bound like `epochs > 0` would let them through to fail deep inside a stage.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BaseParams(_Group):
@@ -270,6 +275,18 @@ class Params(_Group):
     evaluate: EvaluateParams
     umap: UmapParams
     figures: FiguresParams
+
+    @model_validator(mode="after")
+    def _the_cascade_fits(self) -> Params:
+        """The upsampler stage runs after training: what it needs is checked here, before any stage runs."""
+        low, high = self.train.resolution, UPSAMPLER_SCALE * self.train.resolution
+        if self.render.image_size < high:
+            raise ValueError(f"render.image_size is {self.render.image_size}, but the upsampler stage learns {low} -> "
+                             f"{high} px from real renders: render at {high} px or more (render.image_size)")
+        if low % self.upsampler.block:
+            raise ValueError(f"upsampler.block {self.upsampler.block} must divide train.resolution {low} (it jitters "
+                             "whole tiles of the drafts: set it to train.patch_size)")
+        return self
 
     @model_validator(mode="after")
     def _every_prompt_has_a_radical(self) -> Params:

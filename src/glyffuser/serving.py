@@ -88,6 +88,7 @@ def _stop_work_on_sigterm() -> None:
 def _admitted(work: int):
     """Count a request's glyph-steps as in flight while it runs; refuse a heavy one the server has no room for."""
     global _in_flight
+    work = max(0, work)  # check_request refuses steps < 1; no request may ever lower the count of others
     with _in_flight_lock:
         if work > LIGHT_GLYPH_STEPS and _in_flight + work > BUSY_GLYPH_STEPS:
             raise RequestRefused(f"the server is busy ({_in_flight:,} glyph-steps in flight, at most "
@@ -142,24 +143,28 @@ class GlyffuserModel(PythonModel):
             _stop_work_on_sigterm()
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        from glyffuser.diffusion.process import check_sampling
         from glyffuser.errors import GlyffuserError
-        from glyffuser.limits import check_request
+        from glyffuser.limits import check_request, clean_prompt
 
         p = {**self.defaults, **{k: v for k, v in (params or {}).items() if v is not None}}
         if "prompt" not in getattr(model_input, "columns", []):
             raise RequestRefused("the input needs a column 'prompt' (one English definition per row)")
-        prompts = list(model_input["prompt"])
         try:
-            n, seed, steps = int(p["num_images"]), int(p["seed"]), int(p["steps"])
-            check_request(len(prompts), n, seed, steps)  # a request over the limits is refused before anything else
+            # every field is checked before the request is admitted or any prompt encoded: a 400 at once
+            n, seed, steps, guidance, scheduler = (int(p["num_images"]), int(p["seed"]), int(p["steps"]),
+                                                   float(p["guidance"]), str(p["scheduler"]))
+            check_request(len(model_input), n, seed, steps)
+            check_sampling(steps, guidance, self.pipe.scheduler_config, scheduler)
+            prompts = [clean_prompt(q) for q in model_input["prompt"]]
             with _admitted(len(prompts) * n * steps):
-                images = self.pipe(prompts, num_images=n, steps=steps, guidance=float(p["guidance"]),
-                                   scheduler=str(p["scheduler"]), seed=seed, stop=_stop_check(_deadline()))
+                images = self.pipe(prompts, num_images=n, steps=steps, guidance=guidance, scheduler=scheduler,
+                                   seed=seed, stop=_stop_check(_deadline()))
         except GlyffuserError as err:
             raise RequestRefused(str(err)) from None
-        except ValueError as err:  # an unknown scheduler name
+        except ValueError as err:  # a number that is not one
             raise RequestRefused(str(err).splitlines()[0]) from None
-        return pd.DataFrame({"prompt": [q.strip() for q in prompts for _ in range(n)],
+        return pd.DataFrame({"prompt": [q for q in prompts for _ in range(n)],
                              "seed": [seed + j for _ in prompts for j in range(n)],
                              "png": [png_base64(im) for im in images]})
 

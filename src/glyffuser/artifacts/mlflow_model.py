@@ -111,6 +111,9 @@ def resolve_model_uri(uri: str) -> tuple[Path, Path | None, Path | None]:
         artifacts = {}
     if not (artifacts.get("model") and (artifacts["model"] / "glyffuser.json").is_file()):
         raise GlyffuserError(f"the MLflow model {uri} is not a glyffuser model (its MLmodel names no model folder)")
-    encoder, upsampler = artifacts.get("encoder"), artifacts.get("upsampler")
-    return (artifacts["model"], encoder if encoder is not None and encoder.is_dir() else None,
-            upsampler if upsampler is not None and upsampler.is_dir() else None)
+    if missing := sorted(name for name, folder in artifacts.items() if not folder.is_dir()):
+        # a damaged or partly deleted download: drawing without them would not be what was registered
+        entry = next((p for p in (local, *local.parents) if p.parent == cache_dir()), local)
+        raise GlyffuserError(f"the download of the MLflow model {uri} in {local} lacks its {', '.join(missing)} "
+                             f"folder: remove {entry} to download it again")
+    return artifacts["model"], artifacts.get("encoder"), artifacts.get("upsampler")

@@ -1,4 +1,4 @@
-"""The upsampler folder the upsampler stage writes (data/upsampler/model) and a cascade pipeline reads:
+"""The upsampler folder the upsampler stage writes (data/upsampler) and a cascade pipeline reads:
 
     config.json               width, depth, scale, input_resolution, the weights' sha256
     upsampler.safetensors     the CNN's weights
@@ -54,10 +54,8 @@ def save_upsampler_folder(path: Path, net: Upsampler, input_resolution: int, rep
         write_upsampler_files(tmp, net, input_resolution, report)
 
 
-def load_upsampler_folder(path: Path) -> tuple[Upsampler, dict]:
-    """(the network in eval mode, its config), each checked; one error line otherwise."""
-    from safetensors.torch import load_file
-
+def read_upsampler_config(path: Path) -> dict:
+    """An upsampler folder's config.json, checked (UpsamplerConfig); one error line otherwise."""
     path = Path(path)
     try:
         config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
@@ -69,6 +67,15 @@ def load_upsampler_folder(path: Path) -> tuple[Upsampler, dict]:
         first = err.errors()[0] if isinstance(err, ValidationError) else None
         why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(err).splitlines()[0]
         raise GlyffuserError(f"{path / CONFIG} is not an upsampler config ({why}): re-run the upsampler stage") from None
+    return config
+
+
+def load_upsampler_folder(path: Path) -> tuple[Upsampler, dict]:
+    """(the network in eval mode, its config), each checked; one error line otherwise."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = read_upsampler_config(path)
     weights = path / WEIGHTS
     if not weights.is_file() or sha256_file(weights) != config["weights_sha256"]:
         raise GlyffuserError(f"{weights} is missing or does not match the sha256 in {path / CONFIG}: the weights were "
@@ -77,5 +84,9 @@ def load_upsampler_folder(path: Path) -> tuple[Upsampler, dict]:
     try:
         net.load_state_dict(load_file(weights))
     except Exception as err:  # safetensors' and torch's own errors, whatever their type
-        raise GlyffuserError(f"cannot load the upsampler in {path}: {str(err).strip().splitlines()[0][:160]}") from None
+        # torch's state-dict error is a header line ("Error(s) in loading state_dict for Upsampler:") over the detail
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+        raise GlyffuserError(f"cannot load the upsampler in {path} (width {config['width']}, depth {config['depth']} in "
+                             f"{CONFIG}): {detail[:200]}") from None
     return net.eval().to(memory_format=torch.channels_last), config  # NHWC, as it trained (diffusion/upsampler.py)

@@ -14,7 +14,6 @@ unconditional (empty prompt) halves in one batched forward.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections.abc import Callable
@@ -26,15 +25,16 @@ from PIL import Image
 
 from glyffuser.artifacts.images import tensor_to_images
 from glyffuser.artifacts.model_folder import load_model_folder, read_model_info, save_model_folder
-from glyffuser.artifacts.upsampler_folder import load_upsampler_folder, write_upsampler_files
+from glyffuser.artifacts.upsampler_folder import load_upsampler_folder, read_upsampler_config, write_upsampler_files
 from glyffuser.diffusion.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
-from glyffuser.diffusion.process import native_bf16, pad_tokens, sample
+from glyffuser.diffusion.process import check_sampling, native_bf16, pad_tokens, sample
 from glyffuser.diffusion.unet import image_size
 from glyffuser.diffusion.upsampler import Upsampler, upsample
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import check_request, clean_prompt
 
 
+ENCODE_CHUNK = 256  # prompts per text-encoder pass (about a second on 2 cores): a request can stop between passes
 UPSAMPLER_DIR = "upsampler"  # a model folder's own upsampler (save_pretrained, the registered MLflow model)
 PIPELINE_UPSAMPLER = Path("data/upsampler")  # where the upsampler stage writes it
 
@@ -42,7 +42,8 @@ PIPELINE_UPSAMPLER = Path("data/upsampler")  # where the upsampler stage writes 
 def choose_upsampler(model: str | Path, upsampler: Path | None, base: bool) -> Path | bool:
     """The command line's choice (sample, evaluate, demo): --base: none; --upsampler PATH: that one; neither: the model
     folder's own, else the pipeline's data/upsampler when the upsampler stage has run for this model's side, else none.
-    Returns what GlyffuserPipeline.from_pretrained takes as `upsampler`: a folder, or False for none."""
+    Returns what GlyffuserPipeline.from_pretrained takes as `upsampler`: a folder, or False for none. A damaged
+    data/upsampler is an error, never a silent fall back to the drafts' side."""
     if base and upsampler is not None:
         raise GlyffuserError("--base means the drafts, without an upsampler: give --base or --upsampler, not both")
     if base:
@@ -51,10 +52,9 @@ def choose_upsampler(model: str | Path, upsampler: Path | None, base: bool) -> P
         return upsampler
     if (Path(model) / UPSAMPLER_DIR).is_dir():
         return Path(model) / UPSAMPLER_DIR
-    try:
-        takes = json.loads((PIPELINE_UPSAMPLER / "config.json").read_text())["input_resolution"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False  # no upsampler stage output here (or not one to guess from): the model's own side
+    if not PIPELINE_UPSAMPLER.exists():
+        return False  # no upsampler stage output here: the model's own side
+    takes = read_upsampler_config(PIPELINE_UPSAMPLER)["input_resolution"]
     return PIPELINE_UPSAMPLER if takes == read_model_info(Path(model))["resolution"] else False
 
 
@@ -80,12 +80,17 @@ class GlyffuserPipeline:
         """A model folder (artifacts/model_folder.py). `encoder`: a folder holding the text encoder to use
         instead of the one glyffuser.json names (an MLflow model bundles its own); its files must hash the same.
         `upsampler`: an upsampler folder (the upsampler stage's); None: the model folder's own `upsampler/` if it has
-        one; False: none (the pipeline draws at the diffusion model's side)."""
+        one; True: the model folder's own, which must be there; False: none (the pipeline draws at the diffusion
+        model's side)."""
         unet, config, info = load_model_folder(path)
         if encoder is not None:
             info = {**info, "encoder": str(encoder)}
-        if upsampler is None and (Path(path) / UPSAMPLER_DIR).is_dir():
-            upsampler = Path(path) / UPSAMPLER_DIR
+        own = Path(path) / UPSAMPLER_DIR
+        if upsampler is True and not own.is_dir():
+            raise GlyffuserError(f"the model folder {path} has no {UPSAMPLER_DIR}/ of its own (upsampler=True asks for "
+                                 "it): give the upsampler stage's folder, or None for the drafts")
+        if upsampler is True or upsampler is None and own.is_dir():
+            upsampler = own
         net, net_config = load_upsampler_folder(Path(upsampler)) if upsampler not in (None, False) else (None, None)
         if net_config and net_config["input_resolution"] != image_size(unet):
             raise GlyffuserError(f"the upsampler in {upsampler} takes {net_config['input_resolution']} px glyphs, but the "
@@ -152,9 +157,17 @@ class GlyffuserPipeline:
             self._encoder = TextEncoder(resolved, self.info["max_length"])
         return self._encoder
 
-    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, L, D) token states, (N, L) mask, (L0, D) empty prompt — rounded to fp16 as stored for training."""
-        states, lengths = self.encoder.encode(list(prompts) + [""])
+    def encode(self, prompts: list[str], stop: Callable[[], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, L, D) token states, (N, L) mask, (L0, D) empty prompt — rounded to fp16 as stored for training.
+        ENCODE_CHUNK texts per encoder pass, `stop()` before each (it may raise to abandon the work)."""
+        texts, states, lengths = list(prompts) + [""], [], []
+        for start in range(0, len(texts), ENCODE_CHUNK):
+            if stop is not None:
+                stop()
+            chunk_states, chunk_lengths = self.encoder.encode(texts[start:start + ENCODE_CHUNK])
+            states += chunk_states
+            lengths += chunk_lengths
         for prompt, n in zip(prompts, lengths):
             if n > self.info["max_length"]:  # as in training, where the embed stage counted them
                 print(f"glyffuser: warning: prompt {prompt[:40]!r}{'…' * (len(prompt) > 40)} has {n} tokens; the encoder "
@@ -174,8 +187,9 @@ class GlyffuserPipeline:
 
         prompts = [clean_prompt(p) for p in ([prompts] if isinstance(prompts, str) else list(prompts))]
         check_request(len(prompts), num_images, seed, steps)
+        check_sampling(steps, guidance, self.scheduler_config, scheduler)  # before the prompts are encoded
         callback = None if stop is None else (lambda i, t, x: stop())
-        text, mask, empty = self.encode(prompts)
+        text, mask, empty = self.encode(prompts, stop)
         rows = torch.repeat_interleave(torch.arange(len(prompts)), num_images)
         seeds = [seed + j for _ in prompts for j in range(num_images)]
         out = []

@@ -19,7 +19,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.configuration_utils import FrozenDict
 
 from glyffuser.diffusion.unet import denoise, image_size
-from glyffuser.params import check_guidance, check_steps
+from glyffuser.params import InvalidSetting, check_guidance, check_steps
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 
@@ -202,10 +202,13 @@ def pad_text(text: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch
             torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1))
 
 
-def check_sampling(steps: int, guidance: float, scheduler_config: dict) -> None:
-    """Refuse settings no sampler can honour, in one sentence, before any work."""
+def check_sampling(steps: int, guidance: float, scheduler_config: dict, scheduler: str | None = None) -> None:
+    """Refuse settings no sampler can honour (and, when given, an unknown sampler name), in one sentence, before
+    any work."""
     check_steps(steps, int(scheduler_config.get("num_train_timesteps", 1000)))
     check_guidance(guidance)
+    if scheduler is not None and scheduler not in SAMPLERS:
+        raise InvalidSetting(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SAMPLERS)}")
 
 
 def with_dropped_prompts(text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, drop: torch.Tensor):
@@ -261,7 +264,7 @@ def sample(unet, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
     `text_length`: pad the text to this many (masked-out) tokens, so that a torch.compile'd UNet sees
     the same shape whatever the prompts; the padding changes no output beyond rounding.
     """
-    check_sampling(steps, guidance, scheduler_config)
+    check_sampling(steps, guidance, scheduler_config, scheduler)
     device = unet.device
     res = image_size(unet)
     sched = solver(scheduler, scheduler_config)

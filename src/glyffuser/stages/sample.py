@@ -120,7 +120,7 @@ def _default(value, default):
 def command(args: argparse.Namespace) -> dict:
     from glyffuser.diffusion.process import check_sampling
     from glyffuser.limits import check_request
-    from glyffuser.params import check_guidance, load_params
+    from glyffuser.params import DEFAULT_PARAMS, check_guidance, load_params
 
     if args.prompt and args.prompts_file:
         raise GlyffuserError("give prompts on the command line or with --prompts-file, not both")
@@ -135,25 +135,33 @@ def command(args: argparse.Namespace) -> dict:
         Image.init()
         if args.out.suffix.lower() not in Image.registered_extensions():
             raise GlyffuserError(f"--out {args.out} needs an image extension (.png, .jpg, .webp, ...) for the grid")
-    s = load_params(args.params).sample
-    steps = s.steps if args.steps is None else args.steps
-    guidance = s.guidance if args.guidance is None else args.guidance
-    scheduler = args.scheduler or s.scheduler
-    compile = s.compile if args.compile is None else args.compile
+    # Prompts with --steps, --guidance and --scheduler need no params file: outside a checkout (no ./params.yaml)
+    # the rest is the pipeline's default (bf16 where the hardware has it, no compile unless --compile).
+    everything_given = bool(prompts or args.prompts_file) and None not in (args.steps, args.guidance, args.scheduler)
+    if everything_given and args.params == DEFAULT_PARAMS and not args.params.exists():
+        steps, guidance, scheduler, compile, bf16 = args.steps, args.guidance, args.scheduler, bool(args.compile), None
+    else:
+        s = load_params(args.params).sample
+        steps = s.steps if args.steps is None else args.steps
+        guidance = s.guidance if args.guidance is None else args.guidance
+        scheduler = args.scheduler or s.scheduler
+        compile = s.compile if args.compile is None else args.compile
+        bf16 = s.autocast()
     # Every bound and every output path is checked before the model is even loaded.
     if args.prompts_file:
         prompts, n, out = read_prompts(args.prompts_file), _default(args.n, 1), args.out or Path("samples")
     elif prompts:
         n, out, manifest = _default(args.n, 4), args.out or Path("samples.png"), None
     else:  # no prompts: the pipeline's fixed grid from params (the DVC `sample` stage)
-        prompts, n, out = s.prompts, _default(args.n, s.seeds), args.out or Path("data/sample/grid.png")
+        prompts, n = [clean_prompt(p) for p in s.prompts], _default(args.n, s.seeds)  # checked before the model loads
+        out = args.out or Path("data/sample/grid.png")
         manifest = out.with_name("manifest.json")
     check_request(len(prompts), n, args.seed, steps)
     if args.prompts_file:
         files_outputs(out, len(prompts), n, args.seed)
     else:
         grid_outputs(out, manifest)
-    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=s.autocast(), compile=compile, encoder=args.encoder,
+    pipe = GlyffuserPipeline.from_pretrained(args.model, bf16=bf16, compile=compile, encoder=args.encoder,
                                              upsampler=choose_upsampler(args.model, args.upsampler, args.base))
     check_sampling(steps, guidance, pipe.scheduler_config)
     if args.prompts_file:

@@ -21,10 +21,9 @@ from glyffuser.artifacts.upsampler_folder import save_upsampler_folder
 from glyffuser.command import inputs, run_command
 from glyffuser.diffusion.upsampler import Upsampler, train_upsampler, upsample
 from glyffuser.errors import GlyffuserError
+from glyffuser.params import UPSAMPLER_SCALE as SCALE
 from glyffuser.params import Params
 from glyffuser.progress import progress
-
-SCALE = 2
 
 
 def real_checks(net: Upsampler, low: torch.Tensor, high: torch.Tensor) -> dict:
@@ -48,10 +47,7 @@ def run_upsampler(params: Params, definitions: Path, glyphs: Path, out: Path) ->
     """Train on the train split (inputs at train.resolution, targets at twice that), check on the test split, write
     out/ (the upsampler folder, glyffuser/artifacts/upsampler_folder.py, with report.json)."""
     u, low_side = params.upsampler, params.train.resolution
-    high_side = SCALE * low_side
-    if params.render.image_size < high_side:
-        raise GlyffuserError(f"the upsampler learns {low_side} -> {high_side} px from real glyphs, but render.image_size "
-                             f"is {params.render.image_size}: render at {high_side} px or more (render.image_size)")
+    high_side = SCALE * low_side  # render.image_size holds it: Params checks that before any stage runs
     check_outputs(out, folders=True)
     low, high = load_glyph_splits(definitions, glyphs, low_side), load_glyph_splits(definitions, glyphs, high_side)
     torch.manual_seed(params.base.seed)  # the initial weights
