@@ -77,7 +77,7 @@ def tiny_model(params, rendered, embeddings_path, tmp_path_factory) -> tuple[Pat
 # The evaluate-side stages on the tiny model: a small classifier, a short evaluation, then umap and figures.
 SMALL_EVAL = {
     **TINY_TRAIN, "classifier.epochs": 3, "classifier.width": 8, "evaluate.heldout_characters": 6,
-    "evaluate.samples_per_character": 2, "evaluate.copy_calibration": 40, "umap.n_neighbors": 8,
+    "evaluate.samples_per_character": 2, "evaluate.copy_calibration": 40, "evaluate.train_characters": 5, "umap.n_neighbors": 8,
     "figures.step_counts": [1, 3], "figures.guidance_prompts": ["a kind of fish"], "figures.guidance_scales": [0, 3],
     "figures.animation_prompts": ["a kind of fish", "a small bird"], "figures.animation_steps": 4,
     "figures.forward_timesteps": [0, 500, 999], "figures.signal_levels": [1.0, 0.5, 0.05], "figures.trajectory_seeds": 4,

@@ -80,7 +80,7 @@ GPU_AT_TINY_SIZE = {
     "train.checkpoint_every": 4, "train.val_images": 16, "train.eval_steps": 2,
     "sample.seeds": 1, "sample.steps": 3, "classifier.epochs": 1, "classifier.width": 8,
     "upsampler.width": 8, "upsampler.steps": 30,
-    "evaluate.heldout_characters": 4, "evaluate.control_characters": 4, "evaluate.copy_calibration": 20,
+    "evaluate.heldout_characters": 4, "evaluate.control_characters": 4, "evaluate.copy_calibration": 20, "evaluate.train_characters": 4,
     "evaluate.seed_sweep_seeds": 2, "umap.n_neighbors": 5,
     "figures.forward_timesteps": [0, 500, 999], "figures.signal_levels": [1.0, 0.3], "figures.step_counts": [1, 2],
     "figures.step_samplers": ["ddim"], "figures.trajectory_seeds": 2, "figures.guidance_prompts": ["a kind of fish"],

@@ -43,7 +43,8 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     samples = pq.read_table(paths.out / "samples.parquet").to_pandas()
     n = p.evaluate.heldout_characters
     assert samples["kind"].value_counts().to_dict() == {
-        "heldout": 2 * n, "empty": n, "shuffled": n, "grid": len(p.sample.prompts) * p.sample.seeds}
+        "heldout": 2 * n, "empty": n, "shuffled": n, "grid": len(p.sample.prompts) * p.sample.seeds,
+        "train": p.evaluate.train_characters}
     shuffled = samples[samples.kind == "shuffled"]
     heldout = samples[samples.kind == "heldout"]
     assert (heldout.prompt_codepoint == heldout.target_codepoint).all()
@@ -59,6 +60,21 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     assert metrics["adherence_upsampler_difference"] == pytest.approx(
         metrics["adherence_heldout"] - metrics["adherence_heldout_base"])
     assert metrics["adherence_upsampler_difference_se"] >= 0
+    # the long tail (issue 42): the thirds partition the held-out samples, the radicals' records count every verdict
+    thirds = metrics["heldout_thirds"]
+    assert [thirds[t]["definitions"] for t in ("commonest", "middle", "rarest")] == [2, 2, 2]
+    assert thirds["commonest"]["train_glyphs_min"] >= thirds["middle"]["train_glyphs_max"]
+    assert sum(2 * thirds[t]["definitions"] * metrics[f"adherence_heldout_{t}"] for t in thirds) == pytest.approx(
+        hits * 2 * n)
+    records = metrics["adherence_per_radical"]
+    assert sum(r["samples"] for r in records) == 2 * n and sum(r["hits"] for r in records) == round(hits * 2 * n)
+    assert set(r["radical"] for r in records) == set(heldout.target_radical)
+    trained = samples[samples.kind == "train"]
+    assert trained.seed.min() == 30_000 and not set(trained.target_codepoint) & set(heldout.target_codepoint)
+    assert metrics["adherence_train"] == pytest.approx((trained.predicted_radical == trained.target_radical).mean())
+    assert 0 <= metrics["realism_c2st"] <= 1 and metrics["realism_c2st_se"] > 0
+    for key in ("text_probe_commonest", "text_probe_rarest", "adherence_train_rarest", "adherence_heldout_rarest_se"):
+        assert key in metrics, key
     for key in ("paper_darkness_base", "stroke_fidelity_base", "sharpness_ratio_base"):
         assert metrics[key] >= 0, key
     assert Image.open(paths.out / "cascade.png").size[1] >= len(p.sample.prompts) * 32  # a row of drafts + glyphs each

@@ -8,13 +8,17 @@ from glyffuser.analysis.diffusion_plots import mixture
 from glyffuser.analysis.judge import accuracy, augment, majority_share, train_classifier
 from glyffuser.analysis.metrics import (
     adherence,
+    by_third,
     copy_threshold,
     fid,
+    frequency_thirds,
     kid,
     linear_probe,
     near_copies,
     nearest,
     nearest_k,
+    per_radical,
+    thirds_summary,
 )
 from glyffuser.artifacts.glyph_tables import LabelledGlyphs, load_glyph_splits
 
@@ -91,6 +95,25 @@ def test_text_probe_learns_real_labels_but_not_shuffled_ones():
     assert linear_probe(x[:400], shuffled, x[400:], y[400:], classes=4) < 0.45
 
 
+def test_thirds_order_targets_by_their_radicals_training_frequency():
+    train = np.array([5] * 50 + [7] * 20 + [9] * 3 + [11])  # radical 5 commonest, 11 rarest
+    targets = np.array([11, 5, 9, 7, 5, 9])  # counts 1, 50, 3, 20, 50, 3
+    third = frequency_thirds(targets, train)
+    assert third.tolist() == [2, 0, 1, 1, 0, 2]  # the two 5s, then 7 and the first 9, then the second 9 and 11
+    summary = thirds_summary(targets, third, train)
+    assert summary["commonest"] == {"definitions": 2, "radicals": 1, "train_glyphs_min": 50, "train_glyphs_max": 50}
+    assert summary["rarest"] == {"definitions": 2, "radicals": 2, "train_glyphs_min": 1, "train_glyphs_max": 3}
+    hits = np.array([0, 1, 1, 0, 1, 0])
+    shares = by_third(hits, third)
+    assert (shares["commonest"], shares["middle"], shares["rarest"]) == (1.0, 0.5, 0.0)
+    assert shares["commonest_se"] == 0 and shares["middle_se"] == pytest.approx(0.5)
+    records = per_radical(targets, np.where(hits == 1, targets, 0), train)
+    assert [r["radical"] for r in records] == [5, 7, 9, 11]  # commonest in training first
+    assert records[0] == {"radical": 5, "glyph": "⼄", "train_glyphs": 50, "samples": 2, "hits": 2, "adherence": 1.0}
+    assert records[2]["samples"] == 2 and records[2]["hits"] == 1 and records[3]["hits"] == 0
+    assert per_radical(np.array([195]), np.array([195]), train)[0]["glyph"] == "⿂"  # Kangxi radical 195, fish
+
+
 def test_score_field_points_at_the_data():
     one = torch.zeros(1, 2)
     grid = torch.tensor([[1.0, 0.0], [0.0, -2.0]])
@@ -135,3 +158,20 @@ def test_the_shading_density_and_the_score_arrows_are_one_distribution():
     mesh = torch.stack(torch.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
     total = mixture(points.double(), mesh, abar, h)[0].sum() * (g[1] - g[0]) ** 2
     assert abs(float(total) - 1) < 1e-3
+
+
+def test_realism_cannot_tell_real_from_real_but_sees_blurred_strokes(splits):
+    """The two-sample test: ~50 % on two sets of real glyphs, far above it when one set's strokes are blurred
+    (a full 3×3 blur twice: soft edges, what an upsampler's wobbly output looks like at worst)."""
+    from glyffuser.analysis.fidelity import degrade
+    from glyffuser.analysis.realism import two_sample_accuracy
+
+    real = torch.cat([splits["train"].images, splits["validation"].images, splits["test"].images])
+    a, b = real[0::2], real[1::2]  # two halves of ~460 real glyphs at 32 px
+    same, se = two_sample_accuracy(a, b, steps=150, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    blurred = degrade(degrade(b, "blur", gen), "blur", gen)
+    told, _ = two_sample_accuracy(a, blurred, steps=150, seed=0)
+    assert abs(same - 0.5) < 3 * se + 0.03 and told > 0.8, (same, told)
+    with pytest.raises(ValueError, match="at least 4 glyphs"):
+        two_sample_accuracy(a[:3], b[:3])

@@ -225,6 +225,7 @@ class EvaluateParams(_Group):
     heldout_characters: Literal["all"] | Annotated[int, Field(ge=2)]
     samples_per_character: Annotated[int, Field(ge=1)]
     control_characters: Annotated[int, Field(ge=2)] = 300
+    train_characters: Annotated[int, Field(ge=0)] = 1000
     prompt_radicals: dict[str, Annotated[int, Field(ge=1, le=214)]]
     copy_calibration: Annotated[int, Field(ge=10)]
     copy_quantile: Annotated[float, Field(gt=0, lt=1)]

@@ -20,7 +20,7 @@ from glyffuser.errors import GlyffuserError
 REGISTERED_MODEL = "glyffuser"
 SERVING_CODE = Path(__file__).resolve().parent / "serving.py"  # passed by path: stages never import it
 PACKAGE_DIR = Path(__file__).resolve().parent
-HEADLINE = ("adherence_heldout", "adherence_grid", "seed_sweep_hits", "kid", "stroke_fidelity", "sharpness", "novelty")
+HEADLINE = ("adherence_heldout", "adherence_heldout_rarest", "adherence_train", "adherence_grid", "seed_sweep_hits", "kid", "stroke_fidelity", "sharpness", "novelty")
 # What the model needs to run where it is served; exact versions of this environment (constraints.txt).
 REQUIREMENTS = ("torch", "diffusers", "transformers", "accelerate", "safetensors", "pillow", "pandas", "pydantic",
                 "pyyaml", "mlflow")

@@ -6,6 +6,7 @@
   random subsets, Bińkowski et al. 2018; FID: Fréchet distance of fitted Gaussians);
 - nearest-neighbour distance up to a 1-pixel shift, and a copy threshold calibrated on real glyphs;
 - a linear probe from pooled text embeddings to the radical (what the text alone says);
+- the long tail: adherence per third of the targets ordered by their radical's training frequency, and per radical;
 - sharpness: the share of two-tone pixels (rendered glyphs are nearly all paper or ink; blurred or
   upscaled ones are not).
 """
@@ -128,6 +129,12 @@ def copy_threshold(copy_distances: np.ndarray, quantile: float) -> float:
 def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray,
                  classes: int, steps: int = 300, seed: int = 0) -> float:
     """Test accuracy of multinomial logistic regression (standardised inputs, L2 0.001, full-batch Adam)."""
+    return float((probe_predictions(train_x, train_y, test_x, classes, steps, seed) == np.asarray(test_y)).mean())
+
+
+def probe_predictions(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, classes: int, steps: int = 300,
+                      seed: int = 0) -> np.ndarray:
+    """`linear_probe`'s class for each test input (N,)."""
     torch.manual_seed(seed)
     mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
     a, b = (train_x - mean) / std, (test_x - mean) / std
@@ -140,10 +147,62 @@ def linear_probe(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tenso
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return float((layer(b).argmax(1).numpy() == np.asarray(test_y)).mean())
+        return layer(b).argmax(1).numpy()
 
 
 def two_tone_share(images: torch.Tensor, tolerance: float = 0.1) -> float:
     """Share of pixels within `tolerance` of paper or ink on a 0..1 ink scale, over (N,1,R,R) images in [-1,1]."""
     v = (images.float() + 1) / 2
     return float(((v <= tolerance) | (v >= 1 - tolerance)).float().mean())
+
+
+# --- the long tail: adherence by how common a radical is in training -------------------------------------------------
+THIRDS = ("commonest", "middle", "rarest")
+
+
+def frequency_thirds(targets: np.ndarray, train_radicals: np.ndarray) -> np.ndarray:
+    """Each target's third, 0 (commonest) .. 2 (rarest): the targets ordered by how many training glyphs share their
+    radical, most first, and cut into three parts of equal size (targets with equal counts keep their order, so a
+    radical can straddle two thirds)."""
+    counts = np.bincount(train_radicals, minlength=215)[np.asarray(targets)]
+    order = np.argsort(-counts, kind="stable")
+    third = np.empty(len(order), dtype=np.int64)
+    for i, part in enumerate(np.array_split(order, 3)):
+        third[part] = i
+    return third
+
+
+def by_third(hits: np.ndarray, third: np.ndarray, cluster: np.ndarray | None = None) -> dict[str, float]:
+    """The mean of per-sample hits in each third, with its standard error over clusters: {'rarest': .., 'rarest_se': ..}."""
+    hits, cluster = np.asarray(hits, dtype=float), np.arange(len(hits)) if cluster is None else np.asarray(cluster)
+    out = {}
+    for i, name in enumerate(THIRDS):
+        sel = third == i
+        out[name], out[name + "_se"] = clustered_mean(hits[sel], cluster[sel]) if sel.any() else (float("nan"),) * 2
+    return out
+
+
+def thirds_summary(targets: np.ndarray, third: np.ndarray, train_radicals: np.ndarray) -> dict[str, dict]:
+    """What each third holds: definitions, distinct radicals, and the range of training glyphs per radical."""
+    counts = np.bincount(train_radicals, minlength=215)
+    out = {}
+    for i, name in enumerate(THIRDS):
+        radicals = np.unique(np.asarray(targets)[third == i])
+        glyphs = counts[radicals] if len(radicals) else np.zeros(1, dtype=np.int64)  # an empty third (2 targets)
+        out[name] = {"definitions": int((third == i).sum()), "radicals": len(radicals),
+                     "train_glyphs_min": int(glyphs.min()), "train_glyphs_max": int(glyphs.max())}
+    return out
+
+
+def per_radical(targets: np.ndarray, predicted: np.ndarray, train_radicals: np.ndarray) -> list[dict]:
+    """One record per target radical, commonest in training first: its training glyphs, samples, and how many of them
+    the judge read as that radical (and the share)."""
+    targets, predicted = np.asarray(targets), np.asarray(predicted)
+    counts = np.bincount(train_radicals, minlength=215)
+    records = []
+    for r in sorted(np.unique(targets), key=lambda r: (-counts[r], r)):
+        sel = targets == r
+        hits = int((predicted[sel] == r).sum())
+        records.append({"radical": int(r), "glyph": chr(0x2F00 + int(r) - 1), "train_glyphs": int(counts[r]),
+                        "samples": int(sel.sum()), "hits": hits, "adherence": round(hits / int(sel.sum()), 4)})
+    return records

@@ -4,11 +4,15 @@ Samples are drawn with the sample stage's sampler settings, taken through the ca
 (the final glyphs, at twice the model's side; the 64 px drafts are kept and judged too, paired with the final ones), and
 judged by the radical classifier (which reads a glyph at the training side: a final glyph area-downsampled):
 - heldout: K samples from each of N test-split definitions (never trained on), scored against the
-  radical of the character the definition belongs to;
+  radical of the character the definition belongs to; also per third of them by how common that radical is in
+  training (commonest, middle, rarest) and per radical;
+- train: one sample from each of `evaluate.train_characters` training definitions, scored the same way: the gap to
+  held-out adherence is the generalisation gap, what training definitions miss is the execution gap;
 - grid: the sample stage's prompt grid, scored against `evaluate.prompt_radicals`;
 - controls: the empty prompt, and the held-out definitions shuffled across characters, both scored
   against the same targets. If either sits far above chance the metric measures something else.
-Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), stroke fidelity
+Plus KID/FID on classifier features (with the real-vs-real floor at the same sizes), realism (a classifier two-sample
+test: how often a small texture CNN tells held-out samples from real test glyphs; 0.5 = indistinguishable), stroke fidelity
 (glyffuser.analysis.fidelity: local stroke texture against the real test glyphs, which KID does not see), paper
 darkness (glyffuser.analysis.paper: grey haze and specks far from the strokes; real glyphs 0), novelty
 (nearest training glyph against a copy threshold calibrated on real near-copies, on the drafts) and a text-only
@@ -30,19 +34,25 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from glyffuser.analysis.fidelity import fidelity, stroke_codes
-from glyffuser.analysis.paper import paper_darkness, paper_pixel_darkness
 from glyffuser.analysis.judge import load_classifier, majority_share, predict
 from glyffuser.analysis.metrics import (
+    THIRDS,
     adherence,
+    by_third,
     copy_threshold,
     fid,
+    frequency_thirds,
     kid,
-    linear_probe,
     near_copies,
     nearest,
     paired_difference,
+    per_radical,
+    probe_predictions,
+    thirds_summary,
     two_tone_share,
 )
+from glyffuser.analysis.paper import paper_darkness, paper_pixel_darkness
+from glyffuser.analysis.realism import two_sample_accuracy
 from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
 from glyffuser.artifacts.embeddings import load_embeddings
 from glyffuser.artifacts.glyph_tables import load_glyph_splits
@@ -130,6 +140,8 @@ class Plan:
     rep: np.ndarray  # (n·k,) character of each held-out sample
     ctrl: np.ndarray  # (c,) characters of the controls
     shuffle: np.ndarray  # (c,) whose definition each shuffled control is drawn from
+    train_pick: np.ndarray  # (m,) indices into the train split: training definitions drawn once each
+    train_rows: np.ndarray  # (m,) their rows in the embeddings table
 
 
 def check_inputs(paths: EvaluatePaths, pipe: GlyffuserPipeline, emb, train, test) -> dict[int, int]:
@@ -144,9 +156,10 @@ def check_inputs(paths: EvaluatePaths, pipe: GlyffuserPipeline, emb, train, test
     return row_of
 
 
-def plan(e, test, row_of: dict[int, int], rng: np.random.Generator) -> Plan:
+def plan(e, test, train, row_of: dict[int, int], rng: np.random.Generator, seed: int) -> Plan:
     """Held-out definitions: N test characters (all by default), K samples each, seeds 0..N·K-1 in codepoint
-    order, so two models' samples pair up by (character, seed). The controls use C of the same characters."""
+    order, so two models' samples pair up by (character, seed). The controls use C of the same characters. M training
+    characters (their own generator: the other draws stay as they were without them), seeds 30,000 + i."""
     n = len(test.radicals) if e.heldout_characters == "all" else min(e.heldout_characters, len(test.radicals))
     if n < 2:
         raise GlyffuserError("the test split has fewer than 2 characters: widen render.ranges or raise render.split.test")
@@ -158,16 +171,20 @@ def plan(e, test, row_of: dict[int, int], rng: np.random.Generator) -> Plan:
     shuffle = np.empty(c, dtype=np.int64)
     shuffle[order] = ctrl[np.roll(order, -1)]
     k = e.samples_per_character
-    return Plan(n, k, pick, rows, test.radicals[pick], np.repeat(np.arange(n), k), ctrl, shuffle)
+    m = min(e.train_characters, len(train.radicals))
+    train_pick = np.sort(np.random.default_rng([seed, 1]).choice(len(train.radicals), m, replace=False))
+    train_rows = np.array([row_of[int(cp)] for cp in train.codepoints[train_pick]], dtype=np.int64)
+    return Plan(n, k, pick, rows, test.radicals[pick], np.repeat(np.arange(n), k), ctrl, shuffle, train_pick, train_rows)
 
 
 def draw_all(pipe: GlyffuserPipeline, params: Params, emb, pl: Plan) -> dict[str, torch.Tensor]:
     """Every sample the stage judges: held-out, the two controls, the prompt grid (as saved, 8-bit), the seed sweep."""
     e, s = params.evaluate, params.sample
-    text, mask, c = emb.hidden[pl.rows], emb.mask[pl.rows], len(pl.ctrl)
+    text, mask, c, m = emb.hidden[pl.rows], emb.mask[pl.rows], len(pl.ctrl), len(pl.train_rows)
     n_grid = len(s.prompts) * s.seeds
-    print(f"evaluate: {pl.n * pl.k} held-out samples, {c} empty-prompt, {c} shuffled, {n_grid} grid", flush=True)
-    batches = sum(-(-size // BATCH) for size in (pl.n * pl.k, c, c, n_grid, e.seed_sweep_seeds))
+    print(f"evaluate: {pl.n * pl.k} held-out samples, {c} empty-prompt, {c} shuffled, {n_grid} grid, {m} training "
+          "definitions", flush=True)
+    batches = sum(-(-size // BATCH) for size in (pl.n * pl.k, c, c, n_grid, e.seed_sweep_seeds, m))
     out = {}
     with progress(batches * s.steps, desc="evaluate: sampling", unit="step") as bar:
         out["heldout"] = _draw(pipe, text[pl.rep], mask[pl.rep], emb.empty_hidden, list(range(pl.n * pl.k)), params, bar)
@@ -184,9 +201,14 @@ def draw_all(pipe: GlyffuserPipeline, params: Params, emb, pl: Plan) -> dict[str
         ones = np.zeros(e.seed_sweep_seeds, dtype=np.int64)
         out["sweep"] = _draw(pipe, sweep_text[ones], sweep_mask[ones], grid_empty, list(range(e.seed_sweep_seeds)),
                              params, bar)
+        # training definitions, once each: the execution gap (last, so the draws above stay as they were)
+        out["train"] = (_draw(pipe, emb.hidden[pl.train_rows], emb.mask[pl.train_rows], emb.empty_hidden,
+                              list(range(30_000, 30_000 + m)), params, bar) if m else out["sweep"][:0])
     # the cascade's second step (the drafts are kept: adherence and quality are also measured on them, paired)
-    for kind in ("heldout", "empty", "shuffled", "sweep"):
-        out[kind + "_base"], out[kind] = out[kind], pipe.upscale(out[kind])
+    side = pipe.output_resolution
+    for kind in ("heldout", "empty", "shuffled", "sweep", "train"):
+        final = pipe.upscale(out[kind]) if len(out[kind]) else out[kind].new_zeros(0, 1, side, side)
+        out[kind + "_base"], out[kind] = out[kind], final
     out["grid_base"], grid = grid, pipe.upscale(grid)
     # judged as saved: 8-bit, like the sample stage's grid
     out["grid_images"] = tensor_to_images(grid)
@@ -225,15 +247,44 @@ def judge(net, params: Params, x: dict, pl: Plan, train) -> tuple[dict, dict]:
     metrics["adherence_upsampler_difference"], metrics["adherence_upsampler_difference_se"] = paired_difference(
         pred["heldout"] == targets, pred["heldout_base"] == targets, cluster=pl.rep)
     pred["grid_targets"] = grid_targets
+    metrics.update(long_tail(pred, pl, train, x["train"] if len(pl.train_pick) else None, net))
     return metrics, pred
 
 
-def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> float:
-    """Text-only ceiling: a linear probe from the pooled text embedding to the radical."""
+def long_tail(pred: dict, pl: Plan, train, train_samples: torch.Tensor | None, net) -> dict:
+    """Held-out adherence per third of the definitions by how common their radical is in training and per radical;
+    the same thirds on training definitions (the execution gap without the generalisation gap)."""
+    third = frequency_thirds(pl.targets, train.radicals)  # (n,) per held-out character
+    targets = pl.targets[pl.rep]
+    hits = pred["heldout"] == targets
+    out = {f"adherence_heldout_{k}": v for k, v in by_third(hits, third[pl.rep], pl.rep).items()}
+    out["heldout_thirds"] = thirds_summary(pl.targets, third, train.radicals)
+    out["adherence_per_radical"] = per_radical(targets, pred["heldout"], train.radicals)
+    if train_samples is not None:
+        train_targets = train.radicals[pl.train_pick]
+        pred["train"] = predict(net, train_samples)[0]
+        train_hits = pred["train"] == train_targets
+        out["adherence_train"], out["adherence_train_se"] = adherence(pred["train"], train_targets)
+        # the held-out thirds' boundaries (the fewest training glyphs of a radical in the commonest and in the middle
+        # third; the first two thirds are never empty) sort the training definitions; a boundary radical goes up
+        count = np.bincount(train.radicals, minlength=215)
+        edges = [count[pl.targets[third == i]].min() for i in range(2)]
+        train_third = np.where(count[train_targets] >= edges[0], 0, np.where(count[train_targets] >= edges[1], 1, 2))
+        out.update({f"adherence_train_{k}": v for k, v in by_third(train_hits, train_third).items()})
+    return out
+
+
+def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> dict:
+    """Text-only ceiling: a linear probe from the pooled text embedding to the radical, on every test definition and
+    per third of them (the held-out thirds: is the tail's radical in the text at all?)."""
     train_rows = np.array([row_of[int(cp)] for cp in train.codepoints])
     test_rows = np.array([row_of[int(cp)] for cp in test.codepoints])
     pooled = pool_text(emb.hidden.float(), emb.mask)
-    return linear_probe(pooled[train_rows], train.radicals, pooled[test_rows], test.radicals, classes=215, seed=seed)
+    guess = probe_predictions(pooled[train_rows], train.radicals, pooled[test_rows], classes=215, seed=seed)
+    hits = guess == test.radicals
+    thirds = by_third(hits, frequency_thirds(test.radicals, train.radicals))
+    return {"text_probe_accuracy": float(hits.mean()),
+            **{f"text_probe_{k}": v for k, v in thirds.items() if k in THIRDS}}
 
 
 def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test, seed: int,
@@ -252,6 +303,8 @@ def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test,
     fid_stroke_real, _ = fidelity(test_codes, stroke_codes(train.images[real_pick]), boot=2, seed=seed)
     # The paper far from the strokes (glyffuser.analysis.paper): 0 on real glyphs, grey haze and specks above it.
     paper, paper_se = paper_darkness(heldout)
+    # Can a small texture CNN tell the samples from the real test glyphs? (glyffuser.analysis.realism; 0.5: no)
+    realism, realism_se = two_sample_accuracy(test.images, heldout, seed=seed)
     return {"paper_darkness": paper, "paper_darkness_se": paper_se,
             "paper_darkness_real": paper_darkness(test.images)[0],
             # issue 32's plainer measure: every pixel lighter than mid-grey, stroke rims included (real > 0)
@@ -260,7 +313,8 @@ def quality(net, heldout: torch.Tensor, feat_heldout: torch.Tensor, train, test,
             "kid": kid_gen, "kid_std": kid_gen_std, "kid_real_floor": kid_real, "kid_real_floor_std": kid_real_std,
             "stroke_fidelity": fid_stroke, "stroke_fidelity_se": fid_stroke_se,
             "stroke_fidelity_real_floor": fid_stroke_real,
-            "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset}
+            "fid": fid(feat_heldout, feat_test), "fid_real_floor": fid(feat_real, feat_test), "kid_subset_size": subset,
+            "realism_c2st": realism, "realism_c2st_se": realism_se}
 
 
 def draft_quality(base: torch.Tensor, final: torch.Tensor, test) -> dict:
@@ -308,28 +362,32 @@ def novelty(e, conditional: torch.Tensor, train, test, seed: int, rng: np.random
 def samples_table(params: Params, x: dict, pred: dict, pl: Plan, test, train, dist: dict) -> pa.Table:
     """Every sample with its prompt, target, seed and verdict (the umap stage projects them)."""
     s = params.sample
-    heldout, grid, c = x["heldout"], x["grid"], len(pl.ctrl)
-    images = torch.cat([heldout, x["empty"], x["shuffled"], grid])
-    drafts = torch.cat([x["heldout_base"], x["empty_base"], x["shuffled_base"], x["grid_base"]])
+    heldout, grid, c, m = x["heldout"], x["grid"], len(pl.ctrl), len(pl.train_pick)
+    images = torch.cat([heldout, x["empty"], x["shuffled"], grid, x["train"]])
+    drafts = torch.cat([x["heldout_base"], x["empty_base"], x["shuffled_base"], x["grid_base"], x["train_base"]])
     heldout_defs = [test.definitions[i] for i in pl.pick]
     prompts = ([heldout_defs[i] for i in pl.rep] + [""] * c + [heldout_defs[i] for i in pl.shuffle]
-               + list(np.repeat(s.prompts, s.seeds)))
-    all_targets = np.concatenate([pl.targets[pl.rep], pl.targets[pl.ctrl], pl.targets[pl.ctrl], pred["grid_targets"]])
-    all_pred = np.concatenate([pred["heldout"], pred["empty"], pred["shuffled"], pred["grid"]])
+               + list(np.repeat(s.prompts, s.seeds)) + [train.definitions[i] for i in pl.train_pick])
+    train_pred = pred.get("train", np.zeros(0, dtype=np.int64))
+    all_targets = np.concatenate([pl.targets[pl.rep], pl.targets[pl.ctrl], pl.targets[pl.ctrl], pred["grid_targets"],
+                                  train.radicals[pl.train_pick]])
+    all_pred = np.concatenate([pred["heldout"], pred["empty"], pred["shuffled"], pred["grid"], train_pred])
     nearest_d = np.full(len(images), np.nan)
     nearest_cp = np.full(len(images), -1)
-    cond_rows = np.r_[np.arange(len(heldout)), np.arange(len(images) - len(grid), len(images))]
+    cond_rows = np.r_[np.arange(len(heldout)), np.arange(len(images) - len(grid) - m, len(images) - m)]
     nearest_d[cond_rows], nearest_cp[cond_rows] = dist["generated"], train.codepoints[dist["nearest"]]
-    cps = test.codepoints[pl.pick]
+    cps, train_cps = test.codepoints[pl.pick], train.codepoints[pl.train_pick]
     n, k = pl.n, pl.k
     return pa.table({
-        "kind": ["heldout"] * len(heldout) + ["empty"] * c + ["shuffled"] * c + ["grid"] * len(grid), "prompt": prompts,
-        "target_codepoint": np.concatenate([cps[pl.rep], cps[pl.ctrl], cps[pl.ctrl], np.full(len(grid), -1)]).astype(np.int32),
+        "kind": ["heldout"] * len(heldout) + ["empty"] * c + ["shuffled"] * c + ["grid"] * len(grid) + ["train"] * m,
+        "prompt": prompts,
+        "target_codepoint": np.concatenate([cps[pl.rep], cps[pl.ctrl], cps[pl.ctrl], np.full(len(grid), -1),
+                                            train_cps]).astype(np.int32),
         "prompt_codepoint": np.concatenate([cps[pl.rep], np.full(c, -1), cps[pl.shuffle],
-                                            np.full(len(grid), -1)]).astype(np.int32),
+                                            np.full(len(grid), -1), train_cps]).astype(np.int32),
         # the sampler seed: held-out samples pair up across models by (target_codepoint, seed)
         "seed": np.concatenate([np.arange(n * k), np.arange(10_000, 10_000 + c), np.arange(20_000, 20_000 + c),
-                                np.tile(np.arange(s.seeds), len(s.prompts))]).astype(np.int64),
+                                np.tile(np.arange(s.seeds), len(s.prompts)), np.arange(30_000, 30_000 + m)]).astype(np.int64),
         "target_radical": all_targets.astype(np.int16), "predicted_radical": all_pred.astype(np.int16),
         "nearest_distance": nearest_d, "nearest_codepoint": nearest_cp.astype(np.int32),
         "png": [to_png(im) for im in tensor_to_images(images)],  # the final glyphs (the cascade's output side)
@@ -356,7 +414,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     emb = load_embeddings(paths.embeddings)
     row_of = check_inputs(paths, pipe, emb, train, test)
     rng = np.random.default_rng(seed)
-    pl = plan(e, test, row_of, rng)
+    pl = plan(e, test, train, row_of, rng, seed)
     x = draw_all(pipe, params, emb, pl)
     sampling_minutes = (time.perf_counter() - start) / 60
 
@@ -369,7 +427,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     copies, dist = novelty(e, torch.cat([x["heldout_base"], x["grid_base"]]), train, test, seed, rng)
     metrics = {
         **{k: v for k, v in adherences.items() if k != "seed_sweep_hits"},
-        "text_probe_accuracy": probe,
+        **probe,
         "classifier_test_accuracy": classifier_report["test_accuracy"],
         **{k: v for k, v in scores.items() if k != "kid_subset_size"},
         **drafts,
@@ -433,9 +491,8 @@ def add_arguments(p) -> None:
 
 
 def command(args) -> dict:
-    from glyffuser.params import load_params
-
     from glyffuser.diffusion.pipeline import choose_upsampler
+    from glyffuser.params import load_params
 
     upsampler = choose_upsampler(args.model, args.upsampler, args.base)
     paths = EvaluatePaths(args.model, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out,
