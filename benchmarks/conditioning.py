@@ -114,8 +114,20 @@ def save_exp(name: str, exp: str) -> Path:
             (out / dst).write_bytes(subprocess.run(["git", "show", f"{ref}:{src}"], cwd=ROOT, check=True,
                                                    capture_output=True).stdout)
     (out / "params.yaml").write_text(show("params.yaml"))
+    write_verdicts(out)
     print(f"saved {out} from experiment {exp} ({ref})")
     return out
+
+
+def write_verdicts(out: Path) -> None:
+    """verdicts.parquet beside samples.parquet: every sample's prompt, target, seed and reading without its images
+    (kB, kept in git; the samples themselves, MB, are not: .gitignore)."""
+    import pyarrow.parquet as pq
+
+    if (out / "samples.parquet").is_file():
+        table = pq.read_table(out / "samples.parquet")
+        pq.write_table(table.drop_columns([c for c in ("png", "base_png") if c in table.column_names]),
+                       out / "verdicts.parquet")
 
 
 def save_run(name: str) -> Path:
@@ -130,6 +142,7 @@ def save_run(name: str) -> Path:
     if train_metrics.is_file():
         shutil.copy2(train_metrics, out / "train_metrics.json")
     shutil.copy2(ROOT / "params.yaml", out / "params.yaml")
+    write_verdicts(out)
     print(f"saved {out}")
     return out
 
@@ -152,8 +165,9 @@ def part_compare(names: list[str]) -> dict:
 
     base_name = names[0]
     def heldout(n: str):
-        t = pd.read_parquet(RUNS / n / "samples.parquet", columns=["kind", "target_codepoint", "seed",
-                                                                    "target_radical", "predicted_radical"])
+        verdicts = RUNS / n / "verdicts.parquet"  # runs saved from issue 43 on keep these in git, not their samples
+        t = pd.read_parquet(verdicts if verdicts.is_file() else RUNS / n / "samples.parquet",
+                            columns=["kind", "target_codepoint", "seed", "target_radical", "predicted_radical"])
         t = t[t.kind == "heldout"]
         return t.assign(hit=(t.target_radical == t.predicted_radical).astype(int))
 

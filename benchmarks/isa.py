@@ -2,7 +2,7 @@
 CPU's full instruction set and under AVX2 emulation, alternated back to back on one machine.
 
     python benchmarks/isa.py --part step              # the train step's img/s (eager, compiled), its operator profile
-                                                      # and its FLOPs per image (forward + backward, per UNet block)
+                                                      # and its FLOPs per image (forward + backward)
     python benchmarks/isa.py --part stages            # wall minutes of the stages after training, as DVC runs them
     python benchmarks/isa.py --part step --isa avx2 -S train.batch_size=128   # a variant, AVX2 only
 
@@ -95,20 +95,14 @@ def child_step(overrides: dict, compile: bool, warmup: int, steps: int, profile_
     out = {"batch": p.batch_size, "compile": compile, "first_step_s": round(first_s, 2), "load_s": round(load_s, 1),
            "img_per_s": round(p.batch_size / statistics.median(times), 1),
            "img_per_s_mean": round(p.batch_size * len(times) / sum(times), 1)}
-    if not compile:  # the work per image: forward + backward FLOPs of one step, and where in the UNet they go
+    if not compile:  # the work per image: forward + backward FLOPs of one step
         from torch.utils.flop_counter import FlopCounterMode
 
-        import re
-
-        counter = FlopCounterMode(display=False, depth=5)
+        counter = FlopCounterMode(display=False)
         with counter:
             trainer(*batches.draw(warmup + steps), warmup + steps)
-        total = counter.get_total_flops()
-        block = re.compile(r"(down_blocks\.\d+|up_blocks\.\d+|mid_block|conv_in|conv_out)$")
-        parts = {m.group(1): sum(v.values()) for k, v in counter.get_flop_counts().items() if (m := block.search(k))}
-        out["gflop_per_image"] = round(total / p.batch_size / 1e9, 3)
+        out["gflop_per_image"] = round(counter.get_total_flops() / p.batch_size / 1e9, 3)
         out["gflop_per_s"] = round(out["gflop_per_image"] * out["img_per_s"], 1)
-        out["flop_share"] = {k: round(v / total, 3) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
     if profile_steps:
         from torch.profiler import ProfilerActivity, profile
 

@@ -28,8 +28,8 @@ def load(root: Path = ROOT) -> dict:
             "classifier": read("classifier/report.json"), "umap": read("umap/report.json")}
 
 
-def pct(x: float, digits: int = 1) -> str:
-    return f"{100 * x:.{digits}f} %"
+def pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f} %"
 
 
 def headline(r: dict) -> str:

@@ -271,7 +271,8 @@ def long_tail(pred: dict, pl: Plan, train, train_samples: torch.Tensor | None, n
         edges = [count[pl.targets[third == i]].min() for i in range(2)]
         train_third = np.where(count[train_targets] >= edges[0], 0, np.where(count[train_targets] >= edges[1], 1, 2))
         out.update({f"adherence_train_{k}": v for k, v in by_third(train_hits, train_third).items()})
-    return out
+    # a third with no sample or a single one has no mean or standard error: null, so metrics.json stays valid JSON
+    return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in out.items()}
 
 
 def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> dict:

@@ -82,8 +82,8 @@ def figure(path: Path, caption: str, width: int | None = None) -> str:
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def _pct(x: float, digits: int = 0) -> str:
-    return f"{100 * x:.{digits}f} %"
+def _pct(x: float | None, digits: int = 0) -> str:
+    return "—" if x is None else f"{100 * x:.{digits}f} %"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
