@@ -230,3 +230,15 @@ def test_incompatible_classifier_is_one_clear_error(evaluated, tmp_path):
     (folder / "classifier.pt").write_bytes(b"not a torch file")
     with pytest.raises(GlyffuserError, match="cannot read the radical classifier"):
         load_classifier(folder)
+
+
+def test_an_evaluation_of_two_samples_runs_and_reports_no_realism(evaluated, tmp_path):
+    """evaluate.heldout_characters: 2 is legal; the realism test needs 4 glyphs a side, so it is null, not a crash.
+    Thirds with one sample have no standard error: null too (metrics.json stays valid JSON)."""
+    p, paths, _, _ = evaluated
+    small = with_overrides(p, {"evaluate.heldout_characters": 2, "evaluate.samples_per_character": 1,
+                               "evaluate.control_characters": 2, "evaluate.train_characters": 1})
+    metrics = run_evaluate(small, EvaluatePaths(paths.model, paths.classifier, paths.definitions, paths.glyphs,
+                                                paths.embeddings, tmp_path / "eval", paths.upsampler), track=False)
+    assert metrics["realism_c2st"] is None and metrics["adherence_heldout_rarest"] is None
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text(), parse_constant=pytest.fail) == metrics
