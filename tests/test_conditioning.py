@@ -165,3 +165,23 @@ def test_paper_darkness_counts_only_pixels_far_from_ink():
     d = paper_darkness_per_image(x)
     assert d[0] == 0
     assert torch.isclose(d[1], torch.tensor(127.5 / int(far[1].sum())))
+
+
+def test_radical_balance_draws_rare_radicals_more_often_and_zero_keeps_the_permutation():
+    """Issue 42: rebalanced sampling. A radical with 900 glyphs and one with 100: at α = 0.5 each radical's share of
+    an epoch's draws is ∝ count^0.5 (3 : 1 instead of 9 : 1); at α = 1 they are drawn equally; α = 0 keeps the
+    plain permutation, so the default trains exactly as before."""
+    import numpy as np
+
+    from glyffuser.diffusion.training import epoch_permutation, radical_weights
+
+    radicals = np.array([85] * 900 + [211] * 100, dtype=np.int16)
+    assert radical_weights(radicals, 0.0) is None
+    assert torch.equal(epoch_permutation(3, 2, 1000, None), epoch_permutation(3, 2, 1000))
+    for alpha, expected_rare_share in ((0.5, 1 / 4), (1.0, 1 / 2)):
+        w = radical_weights(radicals, alpha)
+        draws = torch.cat([epoch_permutation(0, e, 1000, w) for e in range(20)])  # 20 epochs of 1,000 draws
+        assert len(draws) == 20_000
+        rare_share = (draws >= 900).float().mean().item()
+        assert abs(rare_share - expected_rare_share) < 0.02, (alpha, rare_share)
+    assert torch.equal(epoch_permutation(0, 1, 1000, w), epoch_permutation(0, 1, 1000, w))  # a pure function of (seed, epoch)

@@ -141,6 +141,7 @@ class TrainParams(_Group):
     cfg_dropout: Annotated[float, Field(ge=0, lt=1)]
     caption_augmentation: Annotated[float, Field(ge=0, le=1)] = 0.0
     contrastive_flow: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    radical_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
     epochs: Annotated[float, Field(gt=0)]
     batch_size: Annotated[int, Field(ge=1)]

@@ -84,8 +84,23 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 10_000_019 + step) % SEED_SPACE)
 
 
-def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed((seed * 7_919 + epoch) % SEED_SPACE))
+def epoch_permutation(seed: int, epoch: int, n: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """One epoch's order of the n training glyphs: a permutation, or with `weights` (n,) n draws with
+    replacement in proportion to them (rebalanced sampling: an epoch still has n images)."""
+    g = torch.Generator().manual_seed((seed * 7_919 + epoch) % SEED_SPACE)
+    if weights is None:
+        return torch.randperm(n, generator=g)
+    return torch.multinomial(weights, n, replacement=True, generator=g)
+
+
+def radical_weights(radicals: np.ndarray, alpha: float) -> torch.Tensor | None:
+    """Per-glyph sampling weights count(radical)^-alpha (N,), so that a radical's share of the draws is
+    proportional to count^(1-alpha): 0 = as in the data (None: plain permutations), 0.5 = square-root
+    inverse frequency, 1 = every radical equally often."""
+    if alpha == 0:
+        return None
+    _, inverse, counts = np.unique(radicals, return_inverse=True, return_counts=True)
+    return torch.from_numpy(counts[inverse].astype(np.float64) ** -alpha)
 
 
 @torch.no_grad()
@@ -221,12 +236,13 @@ class TrainBatches:
         self.n, self.p, self.seed, self.rank, self.world = len(train), p, seed, rank, world
         self.steps_per_epoch, self.timesteps, self.speed, self.device = steps_per_epoch, timesteps, speed, device
         self._epoch, self._perm = -1, None
+        self.weights = radical_weights(train.radicals, p.radical_balance)
 
     def draw(self, step: int):
         p, device = self.p, self.device
         epoch, k = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, self.n).to(device)
+            self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, self.n, self.weights).to(device)
         start = (k * self.world + self.rank) * p.batch_size
         idx = self._perm[torch.arange(start, start + p.batch_size, device=device) % self.n]
         g = step_generator(self.seed, self.rank, step)
