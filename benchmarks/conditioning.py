@@ -1,9 +1,9 @@
-"""Conditioning levers (issue 20): what each costs per training step, and what it buys, paired.
+"""Conditioning levers (issues 20, 31, 42): what each costs per training step, and whether the measures that judge
+them are valid. Runs are saved and compared paired with `glyffuser compare` (src/glyffuser/studies.py).
 
     python benchmarks/conditioning.py --only speed     # the train stage's step for each lever, ~5 min on 2 cores
     python benchmarks/conditioning.py --only speed --tag round2 \
         --levers "patch 4,patch 4 + cross-attention at 8x8,patch 4 + contrastive flow 0.05"  # issue 31's, ~3 min
-    python benchmarks/conditioning.py --only compare   # paired comparison of evaluated runs, seconds
     python benchmarks/conditioning.py --only fidelity  # is the stroke-fidelity measure valid? ~2 min
     python benchmarks/conditioning.py --only paper     # is the paper-darkness measure valid? ~1 min
     python benchmarks/conditioning.py --only topk      # a lenient second reading: target among the judge's top 3
@@ -16,20 +16,13 @@ Parts (each writes benchmarks/results/conditioning_<part>-<device>.json with dev
            of another split < each light degradation of them < the held-out samples of each saved run.
 - paper:   the same check of the paper-darkness measure (glyffuser.analysis.paper): real glyphs (~0) < a faint haze
            or faint specks on them < the held-out samples of each saved run.
-- compare: per-sample results of evaluated runs (data/evaluate/samples.parquet of each, saved under
-           benchmarks/results/runs/<name>/ by `--save NAME`), paired on the same held-out definitions and
-           seeds: the difference of adherence with its standard error and a bootstrap 95 % interval, and the
-           grid / seed-sweep / KID / fidelity numbers of each run beside it.
-
-    python benchmarks/conditioning.py --save baseline  # copy data/evaluate's metrics + per-sample table
-    python benchmarks/conditioning.py --save p4 --exp p4e15  # the same from a dvc experiment (its dvc.lock, the cache)
+fidelity, paper and topk read the saved runs' images (samples.parquet), which stay on the machine that saved them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -37,12 +30,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, write_result  # noqa: E402
+from common import ROOT, write_result  # noqa: E402
 
 from glyffuser.params import load_params  # noqa: E402
+from glyffuser.studies import RUNS as RUNS_DIR  # noqa: E402
+from glyffuser.studies import paired, sample_images  # noqa: E402
 
 DATA = ROOT / "data"
-RUNS = RESULTS / "runs"
+RUNS = ROOT / RUNS_DIR
 
 # train.* overrides of each lever, against params.yaml's train group.
 LEVERS: dict[str, dict] = {
@@ -63,8 +58,7 @@ LEVERS: dict[str, dict] = {
 
 def part_speed(rounds: int = 2, only: list[str] | None = None) -> dict:
     """`only`: these levers (names as in LEVERS) beside the default; all when None."""
-    from cpu import real_text_batches
-    from gpu import train_ours
+    from timing import real_text_batches, train_ours
 
     p = load_params().train
     cpu = torch.device("cpu")
@@ -84,135 +78,6 @@ def part_speed(rounds: int = 2, only: list[str] | None = None) -> dict:
                "relative_to_default": round(statistics.median(v) / base, 3)} for name, v in runs.items()}}
 
 
-def _cache_file(md5: str) -> Path:
-    return ROOT / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
-
-
-def save_exp(name: str, exp: str) -> Path:
-    """Like save_run, from a `dvc exp run` experiment (also one run with --temp, whose outputs never reach the
-    workspace): the files its commit's dvc.lock records, read from the DVC cache."""
-    import subprocess
-
-    import yaml
-
-    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout.split()
-    ref = next((r for r in refs if r.rsplit("/", 1)[-1] == exp), None)
-    if ref is None:
-        sys.exit(f"no experiment named {exp!r} (dvc exp list)")
-    show = lambda path: subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True,  # noqa: E731
-                                       capture_output=True, text=True).stdout
-    lock = yaml.safe_load(show("dvc.lock"))["stages"]
-    outs = {o["path"]: o["md5"] for st in ("evaluate", "train") for o in lock[st]["outs"]}
-    out = RUNS / name
-    out.mkdir(parents=True, exist_ok=True)
-    for src, dst in (("data/evaluate/metrics.json", "metrics.json"), ("data/evaluate/samples.parquet", "samples.parquet"),
-                     ("data/evaluate/grid.png", "evaluate_grid.png"), ("data/train/metrics.json", "train_metrics.json")):
-        if _cache_file(outs[src]).is_file():
-            shutil.copy2(_cache_file(outs[src]), out / dst)
-        else:  # an output with `cache: false` lives in git, in the experiment's commit
-            (out / dst).write_bytes(subprocess.run(["git", "show", f"{ref}:{src}"], cwd=ROOT, check=True,
-                                                   capture_output=True).stdout)
-    (out / "params.yaml").write_text(show("params.yaml"))
-    write_verdicts(out)
-    print(f"saved {out} from experiment {exp} ({ref})")
-    return out
-
-
-def write_verdicts(out: Path) -> None:
-    """verdicts.parquet beside samples.parquet: every sample's prompt, target, seed and reading without its images
-    (kB, kept in git; the samples themselves, MB, are not: .gitignore)."""
-    import pyarrow.parquet as pq
-
-    if (out / "samples.parquet").is_file():
-        table = pq.read_table(out / "samples.parquet")
-        pq.write_table(table.drop_columns([c for c in ("png", "base_png") if c in table.column_names]),
-                       out / "verdicts.parquet")
-
-
-def save_run(name: str) -> Path:
-    """Keep data/evaluate's metrics and per-sample table under benchmarks/results/runs/<name>/."""
-    out = RUNS / name
-    out.mkdir(parents=True, exist_ok=True)
-    for f in ("metrics.json", "samples.parquet"):
-        if (DATA / "evaluate" / f).is_file():
-            shutil.copy2(DATA / "evaluate" / f, out / f)
-    shutil.copy2(DATA / "evaluate" / "grid.png", out / "evaluate_grid.png")  # the prompt grid with verdicts
-    train_metrics = DATA / "train" / "metrics.json"
-    if train_metrics.is_file():
-        shutil.copy2(train_metrics, out / "train_metrics.json")
-    shutil.copy2(ROOT / "params.yaml", out / "params.yaml")
-    write_verdicts(out)
-    print(f"saved {out}")
-    return out
-
-
-def paired(a, b, boot: int = 2000, seed: int = 0) -> dict:
-    """Paired difference b - a of two 0/1 vectors on the same items: mean, SE, bootstrap 95 % interval."""
-    d = (b.astype(float) - a.astype(float))
-    n = len(d)
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (boot, n), generator=gen).numpy()
-    means = sorted(d[idx].mean(axis=1))
-    return {"n": n, "a": round(float(a.mean()), 4), "b": round(float(b.mean()), 4),
-            "difference": round(float(d.mean()), 4), "se": round(float(d.std(ddof=1) / n**0.5), 4),
-            "ci95": [round(float(means[int(0.025 * boot)]), 4), round(float(means[int(0.975 * boot) - 1]), 4)],
-            "only_a": int(((a == 1) & (b == 0)).sum()), "only_b": int(((a == 0) & (b == 1)).sum())}
-
-
-def part_compare(names: list[str]) -> dict:
-    import pandas as pd
-
-    base_name = names[0]
-    def heldout(n: str):
-        verdicts = RUNS / n / "verdicts.parquet"  # runs saved from issue 43 on keep these in git, not their samples
-        t = pd.read_parquet(verdicts if verdicts.is_file() else RUNS / n / "samples.parquet",
-                            columns=["kind", "target_codepoint", "seed", "target_radical", "predicted_radical"])
-        t = t[t.kind == "heldout"]
-        return t.assign(hit=(t.target_radical == t.predicted_radical).astype(int))
-
-    tables = {n: heldout(n) for n in names}
-    metrics = {n: json.loads((RUNS / n / "metrics.json").read_text()) for n in names}
-    keys = ["adherence_heldout", "adherence_heldout_se", "adherence_grid", "seed_sweep_hits", "kid", "sharpness_ratio",
-            "stroke_fidelity", "stroke_fidelity_se", "paper_darkness", "paper_darkness_se",
-            "control_shuffled", "novelty"]
-    out = {"baseline": base_name, "runs": {}}
-    for n in names:
-        row = {k: metrics[n].get(k) for k in keys}
-        row["grid_per_prompt"] = metrics[n].get("adherence_grid_per_prompt")
-        if row.get("paper_darkness") is None:  # runs evaluated before the measure existed: from their saved samples
-            from glyffuser.analysis.paper import paper_darkness
-
-            row["paper_darkness"], row["paper_darkness_se"] = paper_darkness(_samples(RUNS / n / "samples.parquet"))
-        if n != base_name:
-            merged = tables[base_name].merge(tables[n], on=["target_codepoint", "seed"], suffixes=("_a", "_b"))
-            row["paired_heldout_vs_baseline"] = paired(merged["hit_a"].to_numpy(), merged["hit_b"].to_numpy())
-        # Other trainings of the baseline (runs named "<baseline>-seed*", train.seed): the difference against
-        # each, so a variant's gain can be read against the baseline's own run-to-run spread.
-        for other in (o for o in names if o.startswith(f"{base_name}-seed") and o != n):
-            merged = tables[other].merge(tables[n], on=["target_codepoint", "seed"], suffixes=("_a", "_b"))
-            row[f"paired_heldout_vs_{other}"] = paired(merged["hit_a"].to_numpy(), merged["hit_b"].to_numpy())
-        out["runs"][n] = row
-        print(n, json.dumps(row), flush=True)
-    return out
-
-
-def _samples(path: Path, kind: str = "heldout") -> torch.Tensor:
-    import pyarrow.parquet as pq
-
-    from glyffuser.artifacts.images import pngs_to_tensor
-
-    table = pq.read_table(path).to_pandas()
-    rows = table[table.kind == kind]
-    first = rows.png.iloc[0]
-    from io import BytesIO
-
-    from PIL import Image
-
-    side = Image.open(BytesIO(first)).size[0]
-    return pngs_to_tensor(list(rows.png), side)
-
-
 def part_fidelity(runs: list[str], seeds: int = 3) -> dict:
     """Is the stroke-fidelity measure valid? Against the real test glyphs, per seed (another draw of 1,000
     real train glyphs and of the degradations): real < each light degradation < the samples of each run."""
@@ -228,7 +93,7 @@ def part_fidelity(runs: list[str], seeds: int = 3) -> dict:
     for name in runs:
         path = RUNS / name / "samples.parquet"
         if path.is_file():
-            samples[name] = stroke_codes(_samples(path))
+            samples[name] = stroke_codes(sample_images(path))
     rows = []
     for seed in range(seeds):
         gen = torch.Generator().manual_seed(seed)
@@ -254,7 +119,7 @@ def part_paper(runs: list[str], seeds: int = 3) -> dict:
     splits = load_glyph_splits(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet",
                                params.train.resolution)
     train = splits["train"].images
-    samples = {n: paper_darkness(_samples(RUNS / n / "samples.parquet"))[0] for n in runs
+    samples = {n: paper_darkness(sample_images(RUNS / n / "samples.parquet"))[0] for n in runs
                if (RUNS / n / "samples.parquet").is_file()}
     rows = []
     for seed in range(seeds):
@@ -296,7 +161,7 @@ def part_topk(names: list[str], k: int = 3) -> dict:
         row = {}
         for kind in ("heldout", "shuffled", "grid"):
             rows = t[t.kind == kind]
-            ranked = top(_samples(RUNS / n / "samples.parquet", kind))
+            ranked = top(sample_images(RUNS / n / "samples.parquet", kind))
             target = torch.as_tensor(rows.target_radical.to_numpy(dtype="int64"))[:, None]
             first = (ranked[:, :1] == target).any(1)
             anyk = (ranked == target).any(1)
@@ -350,15 +215,11 @@ def part_image(names: list[str], out: Path = ROOT / "docs" / "conditioning_side_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="comma-separated parts: speed, compare, fidelity, paper, topk, image")
-    parser.add_argument("--save", default="", help="save data/evaluate's results as this run name")
+    parser.add_argument("--only", default="", help="comma-separated parts: speed, fidelity, paper, topk, image")
     parser.add_argument("--levers", default="", help="with --only speed: these LEVERS names (comma-separated) only")
     parser.add_argument("--tag", default="", help="suffix of the result files' names (e.g. round2)")
-    parser.add_argument("--exp", default="", help="with --save: take the results of this dvc experiment (dvc exp list)")
-    parser.add_argument("--runs", default="", help="comma-separated saved run names for compare; the first is the baseline")
+    parser.add_argument("--runs", default="", help="comma-separated saved run names; the first is the baseline")
     args = parser.parse_args()
-    if args.save:
-        save_exp(args.save, args.exp) if args.exp else save_run(args.save)
     parts = [x for x in args.only.split(",") if x]
     if "speed" in parts:
         only = [x for x in args.levers.split(",") if x] or None
@@ -370,8 +231,6 @@ def main() -> None:
         write_result("conditioning_fidelity" + ("_" + args.tag if args.tag else ""), part_fidelity(names))
     if "paper" in parts:
         write_result("conditioning_paper" + ("_" + args.tag if args.tag else ""), part_paper(names))
-    if "compare" in parts:
-        write_result("conditioning_compare" + ("_" + args.tag if args.tag else ""), part_compare(names))
     if "image" in parts:
         part_image(names if args.runs else [names[0], names[-1]], ROOT / "docs" / f"conditioning_side_by_side{'_' + args.tag if args.tag else ''}.png")
 

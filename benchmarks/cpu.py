@@ -39,26 +39,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_result  # noqa: E402
-from gpu import train_ours  # noqa: E402
+from timing import real_text_batches, train_ours  # noqa: E402
 
 from glyffuser.params import load_params, with_overrides  # noqa: E402
 
 DATA = ROOT / "data"
-
-
-def real_text_batches(batch: int, trim: bool):
-    """Batches of the stored definition embeddings, trimmed to the longest prompt as the train loop does
-    (`trim`), or padded to the longest stored one, as it does when compiling (fixed shapes)."""
-    from glyffuser.artifacts.embeddings import load_embeddings
-    from glyffuser.diffusion.training import batch_text
-
-    emb = load_embeddings(DATA / "embed" / "embeddings.parquet")
-
-    def draw(gen: torch.Generator):
-        idx = torch.randint(0, len(emb.codepoints), (batch,), generator=gen)
-        return batch_text(emb.hidden[idx], emb.mask[idx]) if trim else (emb.hidden[idx], emb.mask[idx])
-
-    return draw
 
 
 def part_train(params, rounds: int = 3) -> dict:

@@ -31,21 +31,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, bf16_peak, write_result  # noqa: E402
+from timing import TEXT_DIM, sync, text_batch, time_steps, train_ours  # noqa: E402
 
 from glyffuser.diffusion.process import sample, solver, training_scheduler  # noqa: E402
-from glyffuser.diffusion.training import build_training  # noqa: E402
 from glyffuser.diffusion.unet import build_unet, count_parameters, denoise, image_size  # noqa: E402
 from glyffuser.params import load_params  # noqa: E402
 from glyffuser.profiles import with_profile  # noqa: E402
 
-TEXT_DIM = 384
 MINILM = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
               max_position_embeddings=512, type_vocab_size=2)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def minilm_shaped_encoder(device: torch.device) -> tuple[torch.nn.Module, str]:
@@ -81,32 +75,6 @@ def token_batch(batch: int, gen: torch.Generator, device: torch.device):
     return ids.to(device), mask.to(device)
 
 
-def text_batch(batch: int, gen: torch.Generator, device: torch.device, length: int | None = None):
-    """Stored-embedding stand-in: (B, L, 384) and mask; `length` fixes L (what the compiled loop feeds)."""
-    lengths = torch.randint(4, 21, (batch,), generator=gen)
-    length = length or int(lengths.max())
-    text = torch.randn(batch, length, TEXT_DIM, generator=gen).half()
-    mask = torch.arange(length)[None] < lengths[:, None]
-    return text.to(device), mask.to(device)
-
-
-def time_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """(seconds of the first warm-up step, e.g. compile; seconds per timed step)."""
-    sync(device)
-    t0 = time.perf_counter()
-    step()
-    sync(device)
-    first = time.perf_counter() - t0
-    for _ in range(warmup - 1):
-        step()
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return first, (time.perf_counter() - t0) / steps
-
-
 def train_glyffuser_style(p, device, batch, warmup, steps) -> dict:
     torch.manual_seed(0)
     # the glyffuser's own design: every pixel a UNet cell (no patches), epsilon, unshifted schedule
@@ -137,57 +105,6 @@ def train_glyffuser_style(p, device, batch, warmup, steps) -> dict:
     first, per_step = time_steps(step, warmup, steps, device)
     return {"recipe": "fp16 autocast + GradScaler, eager, plain AdamW, text encoder per batch", "encoder": kind,
             "batch": batch, "img_per_s": round(batch / per_step, 1), "first_step_s": round(first, 2)}
-
-
-def train_ours(p, device, batch, warmup, steps, compile_mode: str | None, channels_last: bool = True,
-               fused: bool | None = None, bf16: bool = True, count_flops: bool = False, texts=None) -> dict:
-    """The train stage's own step (glyffuser.diffusion.training.TrainStep from build_training, as run_train builds it)
-    on random images, with the speed options given.
-
-    `texts(gen) -> (text, mask)` supplies text batches (e.g. real stored embeddings); default: random
-    embeddings of 4..20 tokens. `compile_mode`: None (eager) or a torch.compile backend.
-    """
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)  # each variant picks its own precision
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=device.type == "cpu")
-    options = {"batch_size": batch, "compile": compile_mode is not None, "channels_last": channels_last,
-               "fused_optimizer": device.type == "cuda" if fused is None else fused}
-    q = p.model_copy(update=options)
-    trainer = build_training(q, 0, TEXT_DIM, accelerator, warmup + steps + 1, compile_backend=compile_mode or "inductor")
-    speed = trainer.speed
-    gen = torch.Generator().manual_seed(0)
-    x0 = (torch.rand(batch, 1, p.resolution, p.resolution, generator=gen) * 2 - 1).to(device)
-    if channels_last:
-        x0 = x0.contiguous(memory_format=torch.channels_last)
-    length = 64 if compile_mode else None  # the train loop pads to max_length when compiling
-
-    def step():
-        text, mask = texts(gen) if texts else text_batch(batch, gen, device, length)
-        noise = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (batch,), device=device)
-        trainer(x0, noise, t, text.to(device), mask.to(device))
-
-    first, per_step = time_steps(step, warmup, steps, device)
-    out = {"recipe": f"{'bf16 autocast' if bf16 else 'fp32'}, {'channels_last' if channels_last else 'NCHW'}, "
-                     f"{'fused ' if speed.fused_optimizer else ''}AdamW, stored embeddings, min-SNR loss, grad clip, "
-                     f"EMA, {'torch.compile (' + compile_mode + ')' if compile_mode else 'eager'}",
-           "batch": batch, "img_per_s": round(batch / per_step, 1), "first_step_s": round(first, 2)}
-    if count_flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        unet = trainer.raw_unet
-        text, mask = text_batch(batch, gen, device)
-        counter = FlopCounterMode(display=False)
-        with counter:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                pred = denoise(unet, x0, torch.randint(0, 1000, (batch,), device=device), text.float(), mask)
-            pred.float().square().mean().backward()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        out["flop_per_image"] = counter.get_total_flops() / batch
-    AcceleratorState._reset_state(reset_partial_state=True)  # leave the process as we found it
-    return out
 
 
 @torch.inference_mode()

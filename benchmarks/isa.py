@@ -64,7 +64,6 @@ def child_step(overrides: dict, compile: bool, warmup: int, steps: int, profile_
     """img/s of the train stage's step, on batches its TrainBatches draws from the real data."""
     import math
 
-    import torch
     from accelerate import Accelerator
 
     from glyffuser.diffusion.training import TrainBatches, build_training, load_training_data, precision

@@ -13,7 +13,6 @@ Writes benchmarks/results/realism_validity-<device>.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -23,19 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_result
 
+from glyffuser.studies import sample_images
+
 DATA = ROOT / "data"
-
-
-def heldout_samples(path: Path) -> torch.Tensor:
-    """The held-out samples (final glyphs) of an evaluate stage's samples.parquet, (N,1,R,R) in [-1,1]."""
-    import pyarrow.parquet as pq
-    from PIL import Image
-
-    from glyffuser.artifacts.images import pngs_to_tensor
-
-    table = pq.read_table(path, columns=["kind", "png"]).to_pandas()
-    pngs = list(table[table.kind == "heldout"].png)
-    return pngs_to_tensor(pngs, Image.open(io.BytesIO(pngs[0])).size[0])
 
 
 def main() -> None:
@@ -47,8 +36,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--samples", action="append", default=[], type=Path)
     args = p.parse_args()
-    samples = {"data/evaluate": heldout_samples(DATA / "evaluate" / "samples.parquet")}
-    samples.update({str(s.parent.name): heldout_samples(s) for s in args.samples})
+    samples = {"data/evaluate": sample_images(DATA / "evaluate" / "samples.parquet")}
+    samples.update({str(s.parent.name): sample_images(s) for s in args.samples})
     side = samples["data/evaluate"].shape[-1]
     splits = load_glyph_splits(DATA / "render" / "definitions.parquet", DATA / "render" / "glyphs.parquet", side)
     test, train = splits["test"].images, splits["train"].images

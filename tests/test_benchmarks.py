@@ -33,15 +33,3 @@ def test_peak_lookup_prefers_the_exact_variant():
     assert common.bf16_peak("NVIDIA H100 80GB HBM3") == 989.4
     assert common.bf16_peak("NVIDIA H200") == 989.4
     assert common.bf16_peak("cpu") is None
-
-
-def test_paired_difference_counts_the_changed_items_and_brackets_the_mean():
-    import conditioning
-    import numpy as np
-
-    a = np.array([1, 0, 0, 1, 0, 0, 0, 0] * 50)
-    b = np.array([1, 1, 0, 0, 1, 0, 0, 0] * 50)  # per block of 8: one lost, two gained
-    r = conditioning.paired(a, b)
-    assert (r["only_a"], r["only_b"], r["n"]) == (50, 100, 400)
-    assert r["difference"] == 0.125 and r["ci95"][0] < 0.125 < r["ci95"][1]
-    assert abs(r["se"] - np.std(b - a, ddof=1) / 20) < 1e-4

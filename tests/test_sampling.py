@@ -118,7 +118,7 @@ def test_cli_grid_and_prompts_file(tiny_model, tmp_path):
     assert (tmp_path / "fish.png").stat().st_size > 100
 
     (tmp_path / "prompts.txt").write_text("a kind of fish\n# a comment\na small bird\n")
-    r = cli("--prompts-file", "prompts.txt", "-n", "2", "--steps", "5", "--out", "many", "--compile")
+    r = cli("--prompts-file", "prompts.txt", "-n", "2", "--steps", "5", "--out", "many")  # --compile: its own test
     assert r.returncode == 0, r.stderr
     manifest = json.loads((tmp_path / "many" / "manifest.json").read_text())
     assert [(m["prompt"], m["seed"]) for m in manifest] == [

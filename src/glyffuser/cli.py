@@ -32,6 +32,8 @@ COMMANDS = {
     "demo": ("glyffuser.demo", "a local web playground on the trained model (Gradio, on 127.0.0.1)"),
     "profile": ("glyffuser.profiles", "run a profile (profiles/NAME.yaml: the keys that differ from params.yaml) "
                                       "as a DVC experiment: dvc exp run -n NAME -S key=value ..."),
+    "compare": ("glyffuser.studies", "study runs: save an evaluated run; compare runs paired on the same held-out "
+                                     "definitions and seeds (overall and per radical-frequency third)"),
 }
 
 
