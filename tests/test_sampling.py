@@ -189,3 +189,22 @@ def test_dpmsolver_on_cosine_epsilon_needs_x0_clipping(params, rendered, embeddi
     finally:
         process_module.solver = original
     assert border_stats(raw[:, 0].numpy())[1].mean() > 0.6  # salt and pepper: the guard is what prevents it
+
+
+def test_the_progressive_sampler_yields_every_step_and_ends_where_sample_does(tiny_model):
+    """Issue 43: sample_progressive yields (t, x_t, x̂₀) per step; sample is its last x, bit for bit; x̂₀ is the one
+    the step's own guided output implies (what the figures used to spend a second UNet call on)."""
+    from glyffuser.diffusion.process import guided_output, initial_noise, x0_from_output
+
+    pipe = GlyffuserPipeline.from_pretrained(tiny_model[0], device="cpu", bf16=False)
+    text, mask, empty = pipe.encode(["a kind of fish", "a small bird"])
+    for scheduler in ("ddpm", "ddim", "dpmsolver++"):
+        run = list(pipe.sample_progressive(text, mask, empty, [0, 1], 4, 3.0, scheduler))
+        assert [s.index for s in run] == [0, 1, 2, 3] and run[0].t > run[-1].t
+        assert torch.equal(run[0].x_in, initial_noise([0, 1], pipe.resolution))
+        assert all(torch.equal(a.x, b.x_in) for a, b in zip(run, run[1:]))
+        assert torch.equal(run[-1].x.clamp(-1, 1), pipe.sample(text, mask, empty, [0, 1], 4, 3.0, scheduler))
+        for s in (run[0], run[2]):
+            out = guided_output(pipe.unet, s.x_in, s.t, text, mask, empty, 3.0)
+            expected = x0_from_output(pipe.scheduler_config, s.x_in, s.t, out).clamp(-1, 1)
+            assert torch.allclose(s.x0, expected, atol=1e-5), scheduler

@@ -12,8 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,17 +48,13 @@ class DemoPaths:
     upsampler: Path | bool | None = None  # GlyffuserPipeline.from_pretrained's choice (pipeline.choose_upsampler)
 
 
-class _Cancelled(Exception):
-    """Raised inside the sampling worker when its job was cancelled."""
-
-
 class Playground:
     """The model, its judge and the data it is compared with; `generate` is what the page runs."""
 
     def __init__(self, params: Params, paths: DemoPaths):
         from glyffuser.analysis.judge import load_classifier
 
-        self.workers: list[threading.Thread] = []  # every sampling thread started (tests check none outlives its job)
+        self.steps_made = 0  # denoising steps made for the page so far (tests check a cancelled job makes no more)
 
         s = params.sample
         self.params = params
@@ -100,45 +94,24 @@ class Playground:
         """Yield (step, images) while sampling: the noisy x_t after each step, then ("done", the final glyphs), which
         the cascade's upsampler (if the pipeline has one) has taken to its output side.
 
-        Sampling runs in a worker thread so that each step reaches the page as it is made. Closing this
-        generator (Gradio does when a job is cancelled, or the page goes away) stops the worker at its next
-        step and waits for it, so a cancelled job never keeps sampling beside the next one."""
+        The pipeline's progressive sampler is a generator: a step is made only when the page takes the previous
+        frame, so a cancelled job (whose frames nobody takes any more) stops with the step in hand, and closing
+        these frames (Gradio does when a job is cancelled, or the page goes away) ends its sampling."""
         check_request(1, count, seed, steps)
         check_sampling(steps, guidance, self.pipe.scheduler_config)
         text, mask, empty = self.pipe.encode([prompt])
         rows = torch.zeros(count, dtype=torch.long)
         seeds = [seed + j for j in range(count)]
-        out: queue.Queue = queue.Queue()
-        stop = threading.Event()
-
-        def step_done(i, t, x):
-            if stop.is_set():
-                raise _Cancelled
-            out.put((i + 1, x))
-
-        def run():
-            try:
-                x = self.pipe.sample(text[rows], mask[rows], empty, seeds, steps, guidance, sampler, callback=step_done)
-                out.put(("done", self.pipe.upscale(x)))
-            except _Cancelled:
-                pass
-            except Exception as err:  # shown in the page; the server keeps running
-                out.put(("error", err))
-
-        worker = threading.Thread(target=run, daemon=True, name="glyffuser-sampling")
-        self.workers.append(worker)
-        worker.start()
+        run = self.pipe.sample_progressive(text[rows], mask[rows], empty, seeds, steps, guidance, sampler)
+        x = None
         try:
-            while True:
-                step, x = out.get()
-                if step == "error":
-                    raise x
-                yield step, x
-                if step == "done":
-                    return
+            for step in run:
+                self.steps_made += 1
+                x = step.x.float().cpu()
+                yield step.index + 1, x
+            yield "done", self.pipe.upscale(x.clamp(-1, 1))
         finally:
-            stop.set()
-            worker.join()
+            run.close()
 
     def readings(self, x: torch.Tensor, top: int = 3, neighbours: int = 3) -> list[dict]:
         """Per glyph: the classifier's top radicals and the nearest training glyphs (RMS distance, ±1 px shift)."""
@@ -299,7 +272,8 @@ def build_app(playground: Playground):
 
 
 def serve(params: Params, paths: DemoPaths, port: int, block: bool = True):
-    """Start the app on 127.0.0.1:port (0: a free port); returns (app, url) when not blocking."""
+    """Start the app on 127.0.0.1:port (0: a free port); returns (app, url) when not blocking (app.playground: the
+    Playground it serves)."""
     import socket
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: works offline
@@ -312,6 +286,7 @@ def serve(params: Params, paths: DemoPaths, port: int, block: bool = True):
         port = sock.getsockname()[1]
     playground = Playground(params, paths)
     app, theme = build_app(playground)
+    app.playground = playground
     print(f"glyffuser demo: http://127.0.0.1:{port}  (Ctrl+C stops it)", flush=True)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=not block, show_error=False,

@@ -27,12 +27,11 @@ from glyffuser.artifacts.images import tensor_to_images
 from glyffuser.artifacts.model_folder import load_model_folder, read_model_info, save_model_folder
 from glyffuser.artifacts.upsampler_folder import load_upsampler_folder, read_upsampler_config, write_upsampler_files
 from glyffuser.diffusion.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
-from glyffuser.diffusion.process import check_sampling, native_bf16, pad_tokens, sample
+from glyffuser.diffusion.process import check_sampling, native_bf16, pad_tokens, sample, sample_progressive
 from glyffuser.diffusion.unet import image_size
 from glyffuser.diffusion.upsampler import Upsampler, upsample
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import check_request, clean_prompt
-
 
 ENCODE_CHUNK = 256  # prompts per text-encoder pass (about a second on 2 cores): a request can stop between passes
 UPSAMPLER_DIR = "upsampler"  # a model folder's own upsampler (save_pretrained, the registered MLflow model)
@@ -132,6 +131,12 @@ class GlyffuserPipeline:
         """`sample` with this pipeline's UNet, schedule and settings: (N, L, D) text -> (N, 1, R, R) in [-1, 1]."""
         return sample(self.denoiser, self.scheduler_config, text, mask, empty, seeds, steps, guidance, scheduler,
                       progress, callback, self.bf16, self.info["max_length"] if self.compile else None)
+
+    def sample_progressive(self, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor, seeds: list[int],
+                           steps: int, guidance: float, scheduler: str = "dpmsolver++"):
+        """`sample_progressive` with this pipeline's UNet and settings: yields each `Step` (t, x_t, x̂₀) as it is made."""
+        return sample_progressive(self.denoiser, self.scheduler_config, text, mask, empty, seeds, steps, guidance,
+                                  scheduler, self.bf16, self.info["max_length"] if self.compile else None)
 
     def save_pretrained(self, path: Path) -> None:
         """Write the model folder (artifacts/model_folder.py) whole or not at all, the upsampler inside it."""

@@ -5,13 +5,18 @@
                     target / target_at (ε or v); x0_from_output (x̂₀ back from a network output)
     objective       loss_weight, diffusion_loss, sample_timesteps, with_dropped_prompts (CFG dropout)
     guidance        guided_batch ([conditional; unconditional] rows), guidance_mix, guided_output
-    reverse         initial_noise, check_sampling, sample (the sampling loop), native_bf16
+    reverse         initial_noise, check_sampling, sample_progressive (yields each Step: t, x_t, x̂₀),
+                    sample (the same loop, the final glyphs only), native_bf16
 
 The schedule is stored as a diffusers scheduler config (saved with the model); training and every
 sampler are built from that one config, so they cannot disagree about betas or the prediction type.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -251,19 +256,31 @@ def initial_noise(seeds: list[int], resolution: int) -> torch.Tensor:
                       for s in seeds])
 
 
-@torch.inference_mode()
-def sample(unet, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
-           empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
-           progress=None, callback=None, bf16: bool | None = None,
-           text_length: int | None = None) -> torch.Tensor:
-    """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1].
+@dataclass
+class Step:
+    """One step of a sampling run: `x` is x_t after the step (the next step's input; the glyphs after the last),
+    (N,1,R,R) fp32 on the sampler's device; `x0` is the model's clean-glyph guess x̂₀ from this step's input, made
+    from the same guided output the step used (computed on first use, on the CPU, clipped to [-1, 1])."""
 
-    `progress`: a progress bar (glyffuser.progress) advanced by one per step.
-    `callback(i, t, x)`, if given, sees the noisy batch x_t after each step i (for animations).
-    `bf16`: autocast the UNet to bfloat16; None = where the hardware has it (`native_bf16`).
-    `text_length`: pad the text to this many (masked-out) tokens, so that a torch.compile'd UNet sees
-    the same shape whatever the prompts; the padding changes no output beyond rounding.
-    """
+    index: int  # 0 .. steps-1
+    t: int  # the timestep this step started from
+    x: torch.Tensor  # (N,1,R,R) after the step
+    x_in: torch.Tensor  # (N,1,R,R) this step's input x_t
+    output: torch.Tensor  # (N,1,R,R) the guided network output (v or ε) at x_in
+    scheduler_config: dict
+
+    @cached_property
+    def x0(self) -> torch.Tensor:
+        return x0_from_output(self.scheduler_config, self.x_in.float().cpu(), self.t, self.output.float().cpu()).clamp(-1, 1)
+
+
+@torch.inference_mode()
+def sample_progressive(unet, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor, empty: torch.Tensor,
+                       seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
+                       bf16: bool | None = None, text_length: int | None = None) -> Iterator[Step]:
+    """The sampling loop, one `Step` per denoising step as it is made (improved-diffusion's
+    p_sample_loop_progressive): animations, trajectories and a live page read x_t and x̂₀ from it; closing the
+    generator stops the loop at the next step. Arguments as for `sample`."""
     check_sampling(steps, guidance, scheduler_config, scheduler)
     device = unet.device
     res = image_size(unet)
@@ -289,9 +306,30 @@ def sample(unet, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
         if both:
             cond, uncond = out.chunk(2)
             out = guidance_mix(cond, uncond, guidance)
+        x_in = x
         x = sched.step(out, t, x, generator=noise_gen).prev_sample if scheduler == "ddpm" else sched.step(out, t, x).prev_sample
+        yield Step(i, int(t), x, x_in, out, scheduler_config)
+
+
+@torch.inference_mode()
+def sample(unet, scheduler_config: dict, text: torch.Tensor, mask: torch.Tensor,
+           empty: torch.Tensor, seeds: list[int], steps: int, guidance: float, scheduler: str = "dpmsolver++",
+           progress=None, callback=None, bf16: bool | None = None,
+           text_length: int | None = None) -> torch.Tensor:
+    """Denoise one image per row of `text` (N, L, D) from the noise of `seeds`; returns (N, 1, R, R) in [-1, 1].
+
+    `progress`: a progress bar (glyffuser.progress) advanced by one per step.
+    `callback(i, t, x)`, if given, sees the noisy batch x_t after each step i (fp32 on the CPU).
+    `bf16`: autocast the UNet to bfloat16; None = where the hardware has it (`native_bf16`).
+    `text_length`: pad the text to this many (masked-out) tokens, so that a torch.compile'd UNet sees
+    the same shape whatever the prompts; the padding changes no output beyond rounding.
+    """
+    x = None
+    for step in sample_progressive(unet, scheduler_config, text, mask, empty, seeds, steps, guidance, scheduler, bf16,
+                                   text_length):
+        x = step.x
         if callback is not None:
-            callback(i, t, x.float().cpu())
+            callback(step.index, step.t, x.float().cpu())
         if progress is not None:
             progress.update(1)
     return x.clamp(-1, 1).float().cpu()

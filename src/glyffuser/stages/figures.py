@@ -48,7 +48,6 @@ from glyffuser.diffusion.process import (
     forward_sample,
     guided_output,
     initial_noise,
-    solver,
     target_at,
     training_scheduler,
     x0_from_output,
@@ -244,8 +243,8 @@ def denoise_gif(path: Path, pipe: GlyffuserPipeline, prompts: list[str], steps: 
     start = initial_noise(seeds, pipe.resolution)
     frames.append(frame(start.clamp(-1, 1)))
     # The pipeline's own sampler: at high guidance DDIM's clipped x̂_0 overshoots into speckled glyphs (steps.png).
-    pipe.sample(text, mask, empty, seeds, steps, guidance, "dpmsolver++",
-                callback=lambda i, t, x: frames.append(frame(x)))
+    for step in pipe.sample_progressive(text, mask, empty, seeds, steps, guidance, "dpmsolver++"):
+        frames.append(frame(step.x.float().cpu()))
     durations = [60] * (len(frames) - 1) + [2000]
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True)
     return len(frames)
@@ -281,15 +280,11 @@ def trajectory_figures(image_path: Path, curve_path: Path, pipe: GlyffuserPipeli
     plt = _plt()
     text, mask, empty = _encode(pipe, [prompt], seeds)
     seed_list = list(range(seeds))
-    sched = solver(scheduler, pipe.scheduler_config)
-    sched.set_timesteps(steps)
-    timesteps = [int(t) for t in sched.timesteps]
-    states = [initial_noise(seed_list, pipe.resolution)]
-    final = pipe.sample(text, mask, empty, seed_list, steps, guidance, scheduler,
-                        callback=lambda i, t, x: states.append(x))
-    states = states[:steps]  # x_t before each step: noise, then after steps 1 .. steps-1
-    guesses = [guess_x0(pipe, x, t, text, mask, empty, guidance) for x, t in zip(states, timesteps)]
-    guesses.append(final)
+    run = list(pipe.sample_progressive(text, mask, empty, seed_list, steps, guidance, scheduler))
+    timesteps = [step.t for step in run]
+    states = [step.x_in.float().cpu() for step in run]  # x_t before each step: noise, then after steps 1 .. steps-1
+    final = run[-1].x.clamp(-1, 1).float().cpu()
+    guesses = [step.x0 for step in run] + [final]  # x̂₀ from the very output each step used
     noisy = [x.clamp(-1, 1) for x in states] + [final]
     read_guess = [float((predict(net, _quantised(g))[0] == radical).mean()) for g in guesses]
     read_noisy = [float((predict(net, _quantised(x))[0] == radical).mean()) for x in noisy]
