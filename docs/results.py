@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from glyffuser.reports import EvaluateMetrics, TrainMetrics, read_report
+
 ROOT = Path(__file__).resolve().parent.parent
 THIRDS = ("commonest", "middle", "rarest")
 
@@ -24,7 +26,8 @@ def load(root: Path = ROOT) -> dict:
     def read(name: str) -> dict:
         return json.loads((root / "data" / name).read_text(encoding="utf-8"))
 
-    return {"evaluate": read("evaluate/metrics.json"), "train": read("train/metrics.json"),
+    return {"evaluate": read_report(EvaluateMetrics, root / "data" / "evaluate" / "metrics.json"),
+            "train": read_report(TrainMetrics, root / "data" / "train" / "metrics.json"),
             "classifier": read("classifier/report.json"), "umap": read("umap/report.json")}
 
 
@@ -35,34 +38,34 @@ def pct(x: float | None, digits: int = 1) -> str:
 def headline(r: dict) -> str:
     """The README's table: what the default model does, in one screen."""
     ev, tr = r["evaluate"], r["train"]
-    per_prompt = ev["adherence_grid_per_prompt"]
+    per_prompt = ev.adherence_grid_per_prompt
     rows = [
         ("held-out adherence: the judge reads the definition's radical, all "
-         f"{ev['heldout_characters']:,} test definitions",
-         f"**{pct(ev['adherence_heldout'])} ± {pct(ev['adherence_heldout_se'])}** (chance {pct(ev['chance'])}, "
-         f"text-only probe {pct(ev['text_probe_accuracy'])})"),
+         f"{ev.heldout_characters:,} test definitions",
+         f"**{pct(ev.adherence_heldout)} ± {pct(ev.adherence_heldout_se)}** (chance {pct(ev.chance)}, "
+         f"text-only probe {pct(ev.text_probe_accuracy)})"),
     ]
-    if "adherence_heldout_rarest" in ev:
+    if ev.adherence_heldout_rarest is not None:
         rows.append(("… per third by the radical's training glyphs: commonest / middle / rarest",
-                     " / ".join(pct(ev[f"adherence_heldout_{t}"]) for t in THIRDS)))
-    if "adherence_train" in ev:
+                     " / ".join(pct(getattr(ev, f"adherence_heldout_{t}")) for t in THIRDS)))
+    if ev.adherence_train is not None:
         rows.append(("adherence on training definitions (what it was trained on)",
-                     f"{pct(ev['adherence_train'])} ± {pct(ev['adherence_train_se'])}"))
+                     f"{pct(ev.adherence_train)} ± {pct(ev.adherence_train_se)}"))
     rows += [
         (f"prompt grid: {len(per_prompt)} prompts × seeds",
-         f"{pct(ev['adherence_grid'])} (lowest prompt {pct(min(per_prompt.values()), 0)})"),
-        (f"“{ev['seed_sweep_prompt']}” over {ev['seed_sweep_seeds']} seeds",
-         f"{ev['seed_sweep_hits']} / {ev['seed_sweep_seeds']} with its radical"),
+         f"{pct(ev.adherence_grid)} (lowest prompt {pct(min(per_prompt.values()), 0)})"),
+        (f"“{ev.seed_sweep_prompt}” over {ev.seed_sweep_seeds} seeds",
+         f"{ev.seed_sweep_hits} / {ev.seed_sweep_seeds} with its radical"),
         ("controls: empty prompt / shuffled definitions (should sit at chance)",
-         f"{pct(ev['control_empty_prompt'])} / {pct(ev['control_shuffled'])}"),
-        (f"KID · FID on the judge's features, {ev['resolution']} px (real-vs-real floor)",
-         f"{ev['kid']:.3f} · {ev['fid']:.1f} ({ev['kid_real_floor']:.3f} · {ev['fid_real_floor']:.1f})"),
+         f"{pct(ev.control_empty_prompt)} / {pct(ev.control_shuffled)}"),
+        (f"KID · FID on the judge's features, {ev.resolution} px (real-vs-real floor)",
+         f"{ev.kid:.3f} · {ev.fid:.1f} ({ev.kid_real_floor:.3f} · {ev.fid_real_floor:.1f})"),
         *([("realism: a small CNN tells samples from real glyphs by their strokes (50 % = indistinguishable)",
-             f"{pct(ev['realism_c2st'])} ± {pct(ev['realism_c2st_se'])}")] if "realism_c2st" in ev else []),
-        ("novelty: samples farther from every training glyph than a near-copy", pct(ev["novelty"], 0)),
+             f"{pct(ev.realism_c2st)} ± {pct(ev.realism_c2st_se)}")] if ev.realism_c2st is not None else []),
+        ("novelty: samples farther from every training glyph than a near-copy", pct(ev.novelty, 0)),
         ("the judge (radical classifier) on real test glyphs", pct(r["classifier"]["test_accuracy"])),
-        ("training", f"{tr['epochs']:g} epochs, {tr['steps']:,} steps, {tr['wall_time_min']:.1f} min at "
-                     f"{tr['img_per_s']:.0f} img/s, {tr['parameters'] / 1e6:.2f} M parameters"),
+        ("training", f"{tr.epochs:g} epochs, {tr.steps:,} steps, {tr.wall_time_min:.1f} min at "
+                     f"{tr.img_per_s:.0f} img/s, {tr.parameters / 1e6:.2f} M parameters"),
     ]
     return "| measure | this commit's `data/` |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
@@ -70,22 +73,21 @@ def headline(r: dict) -> str:
 def long_tail(r: dict) -> str:
     """docs/results.md: adherence per frequency third, on held-out and training definitions, and the text probe."""
     ev = r["evaluate"]
-    if "heldout_thirds" not in ev:
+    if ev.heldout_thirds is None:
         return "*(this `data/` predates the per-third diagnostics: re-run `dvc repro evaluate`)*"
     rows = []
     for t in THIRDS:
-        h = ev["heldout_thirds"][t]
-        rows.append(f"| {t} | {h['definitions']} | {h['radicals']} | {h['train_glyphs_min']}–{h['train_glyphs_max']} | "
-                    f"{pct(ev[f'adherence_heldout_{t}'])} ± {pct(ev[f'adherence_heldout_{t}_se'])} | "
-                    f"{pct(ev[f'adherence_train_{t}']) if f'adherence_train_{t}' in ev else '—'} | "
-                    f"{pct(ev[f'text_probe_{t}'])} |")
-    records = ev["adherence_per_radical"]
-    never = [x for x in records if x["hits"] == 0]
-    drawn = sorted((x for x in records if x["samples"] >= 5), key=lambda x: -x["adherence"])[:8]
+        h = ev.heldout_thirds[t]
+        rows.append(f"| {t} | {h.definitions} | {h.radicals} | {h.train_glyphs_min}–{h.train_glyphs_max} | "
+                    f"{pct(getattr(ev, f'adherence_heldout_{t}'))} ± {pct(getattr(ev, f'adherence_heldout_{t}_se'))} | "
+                    f"{pct(getattr(ev, f'adherence_train_{t}'))} | {pct(getattr(ev, f'text_probe_{t}'))} |")
+    records = ev.adherence_per_radical
+    never = [x for x in records if x.hits == 0]
+    drawn = sorted((x for x in records if x.samples >= 5), key=lambda x: -x.adherence)[:8]
     table = ("| third of the held-out definitions | definitions | radicals | training glyphs per radical | "
              "held-out adherence | training definitions | text probe |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))
-    best = ", ".join(f"{x['glyph']} {pct(x['adherence'], 0)} of {x['samples']}" for x in drawn)
-    rare = ", ".join(f"{x['glyph']} ({x['train_glyphs']})" for x in never[:24])
+    best = ", ".join(f"{x.glyph} {pct(x.adherence, 0)} of {x.samples}" for x in drawn)
+    rare = ", ".join(f"{x.glyph} ({x.train_glyphs})" for x in never[:24])
     return (f"{table}\n\nOf the {len(records)} radicals the held-out definitions ask for, {len(never)} were never "
             f"drawn. Best read (5 or more definitions): {best}. Never drawn (training glyphs): {rare}"
             f"{' …' if len(never) > 24 else ''}. Every radical's record: `adherence_per_radical` in "
@@ -94,8 +96,8 @@ def long_tail(r: dict) -> str:
 
 def minutes(r: dict) -> str:
     ev, tr = r["evaluate"], r["train"]
-    rows = [("train", tr["wall_time_min"]), ("classifier (the judge)", r["classifier"]["train_minutes"]),
-            ("evaluate", ev["minutes"]), ("umap", r["umap"]["minutes"])]
+    rows = [("train", tr.wall_time_min), ("classifier (the judge)", r["classifier"]["train_minutes"]),
+            ("evaluate", ev.minutes), ("umap", r["umap"]["minutes"])]
     return "| stage | minutes, as recorded by the stage |\n|---|---|\n" + "\n".join(f"| {a} | {b:.1f} |" for a, b in rows)
 
 

@@ -10,7 +10,6 @@ the model's own text encoder; nothing is fetched from the network. Only this com
 from __future__ import annotations
 
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from glyffuser.diffusion.process import check_sampling
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import MAX_SEED, check_request, clean_prompt
 from glyffuser.params import Params
+from glyffuser.reports import EvaluateMetrics, read_report
 
 MAX_GLYPHS = 16
 SHOWN_PX = 192  # glyphs are upscaled (nearest neighbour) to this side in the page
@@ -74,10 +74,9 @@ class Playground:
                                              points.column("y").to_pylist())}
         self.all_xy = np.array(list(xy.values()))
         self.train_xy = np.array([xy[cp] for cp in train_defs.column("codepoint").to_pylist()])
-        try:
-            self.copy_threshold = float(json.loads(paths.evaluate_metrics.read_text())["copy_threshold"])
-        except (FileNotFoundError, KeyError, ValueError):
-            self.copy_threshold = None  # no evaluate run: distances are shown without a verdict
+        # no evaluate run: distances are shown without a verdict (a damaged report is an error, as everywhere)
+        self.copy_threshold = (read_report(EvaluateMetrics, paths.evaluate_metrics).copy_threshold
+                               if paths.evaluate_metrics.is_file() else None)
 
     # -- checks -------------------------------------------------------------------------------------
     def check_prompt(self, prompt: str) -> str:

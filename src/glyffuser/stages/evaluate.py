@@ -22,7 +22,6 @@ measured at the output side against the real glyphs rendered at that side, and o
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +63,7 @@ from glyffuser.diffusion.unet import pool_text
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 from glyffuser.progress import progress
+from glyffuser.reports import EvaluateMetrics, make_report, report_json
 from glyffuser.tracking import log_to_model_run, require_store
 
 OUTPUTS = ("samples.parquet", "novelty.png", "grid.png", "cascade.png", "metrics.json")
@@ -447,6 +447,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
     metrics["sharpness_ratio"] = metrics["sharpness"] / metrics["sharpness_real"]
     metrics["adherence_grid_per_prompt"] = per_prompt
 
+    report = make_report(EvaluateMetrics, metrics, "the evaluate stage's metrics")  # before anything is written
     table = samples_table(params, x, pred, pl, test, train, dist)
     with atomic_outputs(*(paths.out / n for n in OUTPUTS)) as (samples_tmp, novelty_tmp, grid_tmp, cascade_tmp,
                                                                metrics_tmp):
@@ -459,7 +460,7 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe:
         firsts = np.concatenate([np.arange(columns) + i * s.seeds for i in range(len(s.prompts))])
         cascade_sheet(tensor_to_images(x["grid_base"][firsts]), [x["grid_images"][i] for i in firsts], columns,
                       s.prompts).save(cascade_tmp)
-        metrics_tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics_tmp.write_text(report_json(report))
     if track:
         log_to_model_run(pipe.info, {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                          [paths.out / "metrics.json", paths.out / "novelty.png", paths.out / "grid.png",

@@ -17,10 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from glyffuser.artifacts.atomic import atomic_outputs, check_output
 from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
+from glyffuser.reports import EvaluateMetrics, TrainMetrics, read_report
 
 MIME = {".png": "image/png", ".gif": "image/gif"}
 
@@ -46,6 +49,8 @@ def _escaped(value):
         return {_escaped(k): _escaped(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_escaped(v) for v in value]
+    if isinstance(value, BaseModel):  # a typed report (glyffuser/reports.py), its strings escaped the same way
+        return type(value).model_validate(_escaped(value.model_dump(exclude_unset=True)))
     return value
 
 
@@ -209,9 +214,9 @@ def _learning(r: dict, paths: GuidePaths) -> str:
                 else "")
     return f"""
 <p>Training is a regression. Take a glyph, pick t at random, add noise, and ask the network for {what}. From its
-answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error{weighting}.{contrast}{augmented} After {tr['steps']:,} steps
-({tr['epochs']:g} epochs, {tr['wall_time_min']:.1f} min at {tr['img_per_s']:.0f} images/s) it is {tr['train_loss']:.4f}
-on training batches and {tr['val_loss']:.4f} on validation glyphs.</p>
+answer x_0 follows: x̂_0 = √ᾱ x_t − √(1 − ᾱ) v. The loss is the mean squared error{weighting}.{contrast}{augmented} After {tr.steps:,} steps
+({tr.epochs:g} epochs, {tr.wall_time_min:.1f} min at {tr.img_per_s:.0f} images/s) it is {tr.train_loss:.4f}
+on training batches and {tr.val_loss:.4f} on validation glyphs.</p>
 {figure(F / 'prediction.png', f"What the network predicts for {fig['pixel_glyph']} at several t, with its "
         "own definition as the prompt and no guidance. At high t it cannot know the glyph and predicts the average "
         "of plausible ones: a blur.")}
@@ -323,35 +328,35 @@ def _quality(r: dict, paths: GuidePaths) -> str:
     cl = r["classifier"]
     E = paths.evaluate
     rows = [
-        ["grid adherence", f"{_pct(ev['adherence_grid'], 1)} ± {_pct(ev['adherence_grid_se'], 1)}",
+        ["grid adherence", f"{_pct(ev.adherence_grid, 1)} ± {_pct(ev.adherence_grid_se, 1)}",
          f"the 8 grid prompts × seeds drawn with their radical; chance (the radicals' share of training glyphs) "
-         f"{_pct(ev['grid_chance'], 1)}"],
-        ["held-out adherence", f"{_pct(ev['adherence_heldout'], 1)} ± {_pct(ev['adherence_heldout_se'], 1)}",
-         f"{ev['heldout_characters']} test characters never trained on, drawn from their definitions with the radical "
-         f"of the real character; chance {_pct(ev['chance'], 1)}"],
-        ["control: empty prompt", _pct(ev["control_empty_prompt"], 1), "the same targets without any prompt: must be near chance"],
-        ["control: shuffled", _pct(ev["control_shuffled"], 1), "each character drawn from another's definition: near chance"],
-        ["text-only ceiling", _pct(ev["text_probe_accuracy"], 1), "a linear probe reads the radical from the definition's "
+         f"{_pct(ev.grid_chance, 1)}"],
+        ["held-out adherence", f"{_pct(ev.adherence_heldout, 1)} ± {_pct(ev.adherence_heldout_se, 1)}",
+         f"{ev.heldout_characters} test characters never trained on, drawn from their definitions with the radical "
+         f"of the real character; chance {_pct(ev.chance, 1)}"],
+        ["control: empty prompt", _pct(ev.control_empty_prompt, 1), "the same targets without any prompt: must be near chance"],
+        ["control: shuffled", _pct(ev.control_shuffled, 1), "each character drawn from another's definition: near chance"],
+        ["text-only ceiling", _pct(ev.text_probe_accuracy, 1), "a linear probe reads the radical from the definition's "
          "mean embedding: what the text can tell at all"],
-        ["classifier accuracy", _pct(ev["classifier_test_accuracy"], 1), f"the judge on real test glyphs (chance "
+        ["classifier accuracy", _pct(ev.classifier_test_accuracy, 1), f"the judge on real test glyphs (chance "
          f"{_pct(cl['chance'], 1)})"],
-        ["seed sweep", f"{ev['seed_sweep_hits']} / {ev['seed_sweep_seeds']}", f"“{ev['seed_sweep_prompt']}” "
+        ["seed sweep", f"{ev.seed_sweep_hits} / {ev.seed_sweep_seeds}", f"“{ev.seed_sweep_prompt}” "
          "with its radical"],
-        ["KID", f"{ev['kid']:.3f} (real floor {ev['kid_real_floor']:.3f})", "kernel distance of classifier features, "
+        ["KID", f"{ev.kid:.3f} (real floor {ev.kid_real_floor:.3f})", "kernel distance of classifier features, "
          "samples vs real test glyphs; the floor compares real with real"],
-        ["FID", f"{ev['fid']:.1f} (real floor {ev['fid_real_floor']:.1f})", "the same with Gaussians (biased at this "
+        ["FID", f"{ev.fid:.1f} (real floor {ev.fid_real_floor:.1f})", "the same with Gaussians (biased at this "
          "sample size: compare runs, not papers)"],
-        ["novelty", _pct(ev["novelty"], 1), "samples farther from every training glyph than a near-copy would be"],
-        ["realism", f"{_pct(ev['realism_c2st'], 1)} ± {_pct(ev['realism_c2st_se'], 1)}", "how often a small CNN, "
+        ["novelty", _pct(ev.novelty, 1), "samples farther from every training glyph than a near-copy would be"],
+        ["realism", f"{_pct(ev.realism_c2st, 1)} ± {_pct(ev.realism_c2st_se, 1)}", "how often a small CNN, "
          "trained on other glyphs, tells a sample from a real test glyph by its local stroke texture: 50 % = "
          "indistinguishable, 100 % = every sample gives itself away"],
-        ["sharpness", f"{ev['sharpness']:.3f} vs real {ev['sharpness_real']:.3f} ({_pct(ev['sharpness_ratio'])})",
+        ["sharpness", f"{ev.sharpness:.3f} vs real {ev.sharpness_real:.3f} ({_pct(ev.sharpness_ratio)})",
          "share of pixels within 0.1 of paper or ink"],
-        ["stroke fidelity", f"{ev.get('stroke_fidelity', float('nan')):.4f} bits (real floor "
-         f"{ev.get('stroke_fidelity_real_floor', float('nan')):.4f})", "how far the samples' local stroke texture "
+        ["stroke fidelity", f"{ev.stroke_fidelity:.4f} bits (real floor "
+         f"{ev.stroke_fidelity_real_floor:.4f})", "how far the samples' local stroke texture "
          "(3×3 ink patterns and grey edges) is from real glyphs': wobble, specks and blur raise it; 0 = real"],
-        ["paper darkness", f"{ev.get('paper_darkness', float('nan')):.2f} of 255 (real "
-         f"{ev.get('paper_darkness_real', float('nan')):.2f})", "mean darkness of the pixels far from every stroke: "
+        ["paper darkness", f"{ev.paper_darkness:.2f} of 255 (real "
+         f"{ev.paper_darkness_real:.2f})", "mean darkness of the pixels far from every stroke: "
          "the grey haze and specks on the paper; real glyphs' paper is white"],
     ]
     return f"""
@@ -365,43 +370,44 @@ prompt asks for; the controls show what the same judge says when the prompt is r
         "set the copy threshold.", 640)}"""
 
 
-def _long_tail(ev: dict) -> str:
+def _long_tail(ev: EvaluateMetrics) -> str:
     """Adherence per third of the held-out definitions by how common their radical is in training."""
     rows = []
     for name in ("commonest", "middle", "rarest"):
-        t = ev["heldout_thirds"][name]
-        train = (f"{_pct(ev['adherence_train_' + name], 1)}" if "adherence_train_" + name in ev else "—")
-        rows.append([name, f"{t['definitions']} definitions, {t['radicals']} radicals",
-                     f"{t['train_glyphs_min']}–{t['train_glyphs_max']}",
-                     f"{_pct(ev['adherence_heldout_' + name], 1)} ± {_pct(ev['adherence_heldout_' + name + '_se'], 1)}",
-                     train, _pct(ev["text_probe_" + name], 1)])
-    never = [r for r in ev["adherence_per_radical"] if r["hits"] == 0]
+        t = ev.heldout_thirds[name]
+        train = getattr(ev, f"adherence_train_{name}")
+        rows.append([name, f"{t.definitions} definitions, {t.radicals} radicals",
+                     f"{t.train_glyphs_min}–{t.train_glyphs_max}",
+                     f"{_pct(getattr(ev, f'adherence_heldout_{name}'), 1)} ± "
+                     f"{_pct(getattr(ev, f'adherence_heldout_{name}_se'), 1)}",
+                     _pct(train, 1), _pct(getattr(ev, f"text_probe_{name}"), 1)])
+    never = [r for r in ev.adherence_per_radical if r.hits == 0]
     return f"""
 <p>Adherence is not even across radicals. Ordered by how many training glyphs share their radical, the held-out
 definitions fall into three equal thirds; the same model on definitions it trained on shows how much of the gap is
 generalisation (held-out below training) and how much is execution (training definitions missed too); the text probe
 shows whether the radical can be read from the definition at all. {len(never)} of the
-{len(ev['adherence_per_radical'])} radicals asked for were never drawn (metrics.json lists every radical).</p>
+{len(ev.adherence_per_radical)} radicals asked for were never drawn (metrics.json lists every radical).</p>
 {_table(["third", "holds", "training glyphs per radical", "held-out adherence", "training definitions",
          "text probe"], rows)}"""
 
 
 def _cascade(r: dict, paths: GuidePaths) -> str:
     ev, up = r["evaluate"], r["upsampler"]
-    if not up or "adherence_heldout_base" not in ev or ev.get("resolution") == ev.get("base_resolution"):
+    if not up or ev.adherence_heldout_base is None or ev.resolution == ev.base_resolution:
         return "<p>This run draws without the cascade's upsampler (no upsampler stage output).</p>"
-    base, final = ev["base_resolution"], ev["resolution"]
+    base, final = ev.base_resolution, ev.resolution
     test = up["test"]
     rows = [
-        ["held-out adherence", _pct(ev["adherence_heldout_base"], 1), _pct(ev["adherence_heldout"], 1),
-         f"paired difference {100 * ev['adherence_upsampler_difference']:+.1f} ± "
-         f"{100 * ev['adherence_upsampler_difference_se']:.1f} points: the judge reads the same radical"],
-        ["paper darkness", f"{ev['paper_darkness_base']:.2f}", f"{ev['paper_darkness']:.2f}",
-         f"of 255, far from every stroke; real glyphs {ev['paper_darkness_real']:.2f}"],
-        ["stroke fidelity", f"{ev['stroke_fidelity_base']:.4f}", f"{ev['stroke_fidelity']:.4f}",
+        ["held-out adherence", _pct(ev.adherence_heldout_base, 1), _pct(ev.adherence_heldout, 1),
+         f"paired difference {100 * ev.adherence_upsampler_difference:+.1f} ± "
+         f"{100 * ev.adherence_upsampler_difference_se:.1f} points: the judge reads the same radical"],
+        ["paper darkness", f"{ev.paper_darkness_base:.2f}", f"{ev.paper_darkness:.2f}",
+         f"of 255, far from every stroke; real glyphs {ev.paper_darkness_real:.2f}"],
+        ["stroke fidelity", f"{ev.stroke_fidelity_base:.4f}", f"{ev.stroke_fidelity:.4f}",
          f"bits, each against real glyphs at its own side; real glyphs with half a 3×3 blur at {final} px: "
          f"{test['real_with_half_blur']['stroke_fidelity']:.4f}"],
-        ["sharpness", _pct(ev["sharpness_ratio_base"]), _pct(ev["sharpness_ratio"]), "of real glyphs' two-tone share"],
+        ["sharpness", _pct(ev.sharpness_ratio_base), _pct(ev.sharpness_ratio), "of real glyphs' two-tone share"],
     ]
     return f"""
 <p>Large text-to-image models rarely run their diffusion at full resolution. Imagen draws 64 px images and hands
@@ -447,7 +453,8 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
                "min_snr_gamma": t.min_snr_gamma, "caption_augmentation": t.caption_augmentation,
                "contrastive_flow": t.contrastive_flow, "gif_glyphs": 2 * len(params.figures.animation_prompts),
                "figures": _json(paths.figures / "report.json"), "umap": _json(paths.umap / "report.json"),
-               "evaluate": _json(paths.evaluate / "metrics.json"), "train": _json(paths.train_metrics),
+               "evaluate": read_report(EvaluateMetrics, paths.evaluate / "metrics.json"),
+               "train": read_report(TrainMetrics, paths.train_metrics),
                "render": _json(paths.render_report), "classifier": _json(paths.classifier_report),
                "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json"),
                "upsampler": _json(paths.upsampler / "report.json") if paths.upsampler else {}}
@@ -462,7 +469,7 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
     page = f"""<!doctype html><html lang="en"><meta charset="utf-8"><title>glyffuser: a visual guide to diffusion</title>
 <style>{_STYLE}</style><h1>How a diffusion model invents Chinese glyphs</h1>
 <p class="sub">A visual guide, drawn from this run: {info['resolution']} px model, encoder {info['encoder']},
-{reports['train']['steps']:,} training steps{f', MLflow run {run}' if run else ''}. Every figure and number below was
+{reports['train'].steps:,} training steps{f', MLflow run {run}' if run else ''}. Every figure and number below was
 computed by the pipeline (<code>dvc repro</code>) from your data and model.</p>
 <nav><ol>{toc}</ol></nav>{sections}</html>
 """

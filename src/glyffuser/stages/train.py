@@ -46,6 +46,7 @@ from glyffuser.diffusion.unet import count_parameters
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 from glyffuser.progress import progress
+from glyffuser.reports import TrainMetrics, make_report, report_json
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,10 @@ def finish(run: TrainRun, clock: Clock) -> dict | None:
 
 def write_outputs(run: TrainRun, result: dict) -> None:
     paths = run.paths
+    report = make_report(TrainMetrics, result, "the train stage's metrics")  # before anything is written
     save_model_folder(paths.model, run.trainer.raw_unet, run.scheduler_config, run.info)
     with atomic_outputs(paths.metrics, paths.curve) as (metrics_tmp, curve_tmp):
-        metrics_tmp.write_text(json.dumps(result, indent=2) + "\n")
+        metrics_tmp.write_text(report_json(report))
         with curve_tmp.open("w", newline="") as f:
             fields = ["step", "epoch", "train_loss", "val_loss", "lr", "grad_norm", "img_per_s"]
             writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
