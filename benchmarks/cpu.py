@@ -113,7 +113,7 @@ def _grid_speed(pipe, params, steps: int, bf16: bool, channels_last: bool, compi
 def run_evaluate_on_data(params, out: Path, model: Path = DATA / "model", classifier: Path = DATA / "classifier",
                          pipe=None) -> dict:
     """The evaluate stage (run_evaluate, untracked) on the pipeline's data/ tables; its whole metrics dict."""
-    from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
+    from glyffuser.evaluation import EvaluatePaths, run_evaluate
 
     paths = EvaluatePaths(model, classifier, DATA / "render" / "definitions.parquet",
                           DATA / "render" / "glyphs.parquet", DATA / "embed" / "embeddings.parquet", out)

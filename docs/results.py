@@ -11,24 +11,22 @@ data/umap/report.json, all kept in git (DVC metrics, `cache: false`), so a fresh
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
-from glyffuser.reports import EvaluateMetrics, TrainMetrics, read_report
+from glyffuser.reports import ClassifierReport, EvaluateMetrics, TrainMetrics, UmapReport, read_report
 
 ROOT = Path(__file__).resolve().parent.parent
 THIRDS = ("commonest", "middle", "rarest")
 
 
 def load(root: Path = ROOT) -> dict:
-    def read(name: str) -> dict:
-        return json.loads((root / "data" / name).read_text(encoding="utf-8"))
-
-    return {"evaluate": read_report(EvaluateMetrics, root / "data" / "evaluate" / "metrics.json"),
-            "train": read_report(TrainMetrics, root / "data" / "train" / "metrics.json"),
-            "classifier": read("classifier/report.json"), "umap": read("umap/report.json")}
+    data = root / "data"
+    return {"evaluate": read_report(EvaluateMetrics, data / "evaluate" / "metrics.json"),
+            "train": read_report(TrainMetrics, data / "train" / "metrics.json"),
+            "classifier": read_report(ClassifierReport, data / "classifier" / "report.json"),
+            "umap": read_report(UmapReport, data / "umap" / "report.json")}
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -63,7 +61,7 @@ def headline(r: dict) -> str:
         *([("realism: a small CNN tells samples from real glyphs by their strokes (50 % = indistinguishable)",
              f"{pct(ev.realism_c2st)} ± {pct(ev.realism_c2st_se)}")] if ev.realism_c2st is not None else []),
         ("novelty: samples farther from every training glyph than a near-copy", pct(ev.novelty, 0)),
-        ("the judge (radical classifier) on real test glyphs", pct(r["classifier"]["test_accuracy"])),
+        ("the judge (radical classifier) on real test glyphs", pct(r["classifier"].test_accuracy)),
         ("training", f"{tr.epochs:g} epochs, {tr.steps:,} steps, {tr.wall_time_min:.1f} min at "
                      f"{tr.img_per_s:.0f} img/s, {tr.parameters / 1e6:.2f} M parameters"),
     ]
@@ -80,12 +78,14 @@ def long_tail(r: dict) -> str:
         h = ev.heldout_thirds[t]
         rows.append(f"| {t} | {h.definitions} | {h.radicals} | {h.train_glyphs_min}–{h.train_glyphs_max} | "
                     f"{pct(getattr(ev, f'adherence_heldout_{t}'))} ± {pct(getattr(ev, f'adherence_heldout_{t}_se'))} | "
-                    f"{pct(getattr(ev, f'adherence_train_{t}'))} | {pct(getattr(ev, f'text_probe_{t}'))} |")
+                    f"{pct(getattr(ev, f'adherence_train_{t}'))} | {pct(getattr(ev, f'text_probe_{t}'))} | "
+                    f"{pct(getattr(ev, f'judge_real_{t}'))} |")
     records = ev.adherence_per_radical
     never = [x for x in records if x.hits == 0]
     drawn = sorted((x for x in records if x.samples >= 5), key=lambda x: -x.adherence)[:8]
     table = ("| third of the held-out definitions | definitions | radicals | training glyphs per radical | "
-             "held-out adherence | training definitions | text probe |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+             "held-out adherence | training definitions | text probe | judge on real glyphs |\n"
+             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     best = ", ".join(f"{x.glyph} {pct(x.adherence, 0)} of {x.samples}" for x in drawn)
     rare = ", ".join(f"{x.glyph} ({x.train_glyphs})" for x in never[:24])
     return (f"{table}\n\nOf the {len(records)} radicals the held-out definitions ask for, {len(never)} were never "
@@ -96,8 +96,9 @@ def long_tail(r: dict) -> str:
 
 def minutes(r: dict) -> str:
     ev, tr = r["evaluate"], r["train"]
-    rows = [("train", tr.wall_time_min), ("classifier (the judge)", r["classifier"]["train_minutes"]),
-            ("evaluate", ev.minutes), ("umap", r["umap"]["minutes"])]
+    rows = [("train", tr.wall_time_min), ("classifier (the judge)", r["classifier"].train_minutes),
+            ("draw (the evaluation's samples)", ev.sampling_minutes),
+            ("evaluate (scoring them)", ev.minutes - ev.sampling_minutes), ("umap", r["umap"].minutes)]
     return "| stage | minutes, as recorded by the stage |\n|---|---|\n" + "\n".join(f"| {a} | {b:.1f} |" for a, b in rows)
 
 

@@ -88,8 +88,8 @@ SMALL_EVAL = {
 
 @pytest.fixture(scope="session")
 def evaluated(params, rendered, embeddings_path, tiny_model, upsampler, tmp_path_factory):
+    from glyffuser.evaluation import EvaluatePaths, run_evaluate
     from glyffuser.stages.classifier import run_classifier
-    from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
 
     out, _ = rendered
     p = with_overrides(params, SMALL_EVAL)

@@ -131,8 +131,8 @@ def test_record_only_modules_never_write_a_dvc_output(evaluated, rendered, embed
 
     import glyffuser.registry
     import glyffuser.tracking
+    from glyffuser.evaluation import EvaluatePaths, run_evaluate
     from glyffuser.params import with_overrides
-    from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
     from glyffuser.stages.train import run_train
     from tests.conftest import train_paths
 

@@ -154,18 +154,22 @@ def test_smoke_pipeline(tmp_path):
     original = params.read_text()
     assert "\n  guidance: 7.5 " in original  # the default's, which the smoke profile does not change
     params.write_text(original.replace("\n  guidance: 7.5 ", "\n  guidance: 3.0 "))
-    assert stale_stages(repo) == {"sample", "evaluate", "figures"}
+    assert stale_stages(repo) == {"sample", "draw", "evaluate", "figures"}
+    # A metric's param re-scores the drawn samples without re-drawing them (issue 43).
+    assert "\n  copy_quantile: 0.99 " in original
+    params.write_text(original.replace("\n  copy_quantile: 0.99 ", "\n  copy_quantile: 0.95 "))
+    assert stale_stages(repo) == {"evaluate"}
     params.write_text(original)
     # A code change re-runs exactly the stages whose command imports the module (later ones only if
     # their inputs then change). Readers live apart from writers, so the sampling pipeline, the text encoder
     # and glyph rendering never make the 25-minute train stage stale, nor the umap stage.
     for module, stages in [("analysis/judge.py", {"classifier", "evaluate", "figures"}),  # figures reads with it too
-                           ("diffusion/encoders.py", {"embed", "sample", "evaluate", "figures"}),
-                           ("diffusion/pipeline.py", {"sample", "evaluate", "figures"}),
+                           ("diffusion/encoders.py", {"embed", "sample", "draw", "evaluate", "figures"}),
+                           ("diffusion/pipeline.py", {"sample", "draw", "figures"}),
                            # the upsampler trains once per dataset: training the diffusion model never reads it
-                           ("diffusion/upsampler.py", {"upsampler", "sample", "evaluate", "figures"}),
+                           ("diffusion/upsampler.py", {"upsampler", "sample", "draw", "figures"}),
                            ("artifacts/fonts.py", {"render"}),
-                           ("diffusion/process.py", {"train", "sample", "evaluate", "figures"}),
+                           ("diffusion/process.py", {"train", "sample", "draw", "figures"}),
                            # issue 30: the CLI, and code that only records, are in no stage's deps; a command's own
                            # options live in its stage module, so the sample command's never touch training
                            ("cli.py", set()), ("tracking.py", set()), ("registry.py", set()),

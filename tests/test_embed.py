@@ -56,6 +56,32 @@ def test_minilm_embeddings(params, rendered, tmp_path):
     np.testing.assert_allclose(emb.hidden[3, : alone.shape[0]].float().numpy(), alone, atol=2e-2)
 
 
+def test_the_radical_hint_puts_the_answer_before_each_definition(params, rendered, tmp_path):
+    """embed.radical_hint (issue 42's execution ceiling): "radical fish: a kind of carp", the hint's tokens marked -1
+    so caption augmentation keeps them; the digest still names the plain definitions, so training accepts the table."""
+    from glyffuser.artifacts.embeddings import definitions_digest
+    from glyffuser.stages.embed import radical_names
+
+    out, _ = rendered
+    defs, _ = read_table(out.definitions)
+    codepoints, texts = defs.column("codepoint").to_pylist(), defs.column("definition").to_pylist()
+    names = radical_names(codepoints, texts)
+    assert names[195] == "fish" and names[85] == "water" and names[196] == "bird"  # 魚, 水, 鳥 are in the small set
+    assert names[214] == "radical 214"  # 龠 is not: its number stands in
+    path = tmp_path / "hint.parquet"
+    run_embed(with_overrides(params, {"embed.radical_hint": True}).embed, out.definitions, path)
+    table, meta = read_table(path)
+    emb = load_embeddings(path)
+    hinted = table.column("text").to_pylist()[1:]  # row 0 is the empty prompt
+    radical = defs.column("radical").to_pylist()
+    assert hinted == [f"radical {names[r]}: {t}" for r, t in zip(radical, texts)]
+    assert meta["radical_hint"] and meta["definitions_sha256"] == definitions_digest(codepoints, texts)
+    tok = AutoTokenizer.from_pretrained(resolve_encoder(params.embed.encoder).path)
+    fish = hinted.index(next(t for t in hinted if t.startswith("radical fish: ")))
+    n = len(tok("radical fish:")["input_ids"]) - 2
+    assert emb.sense[fish][1:1 + n].tolist() == [-1] * n and emb.sense[fish][1 + n] == 0
+
+
 def test_t5_path_with_local_tiny_model(params, rendered, tiny_t5, tmp_path):
     out, _ = rendered
     p = with_overrides(params, {"embed.encoder": str(tiny_t5), "embed.max_length": 8, "embed.batch_size": 16})

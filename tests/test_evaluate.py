@@ -9,8 +9,8 @@ from PIL import Image
 
 from glyffuser.cli import main
 from glyffuser.errors import GlyffuserError
+from glyffuser.evaluation import EvaluatePaths, run_evaluate
 from glyffuser.params import with_overrides
-from glyffuser.stages.evaluate import EvaluatePaths, run_evaluate
 from glyffuser.stages.figures import FigurePaths, run_figures
 from glyffuser.stages.umap import read_layouts, run_umap
 
@@ -44,7 +44,7 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     n = p.evaluate.heldout_characters
     assert samples["kind"].value_counts().to_dict() == {
         "heldout": 2 * n, "empty": n, "shuffled": n, "grid": len(p.sample.prompts) * p.sample.seeds,
-        "train": p.evaluate.train_characters}
+        "train": p.evaluate.train_characters, "sweep": p.evaluate.seed_sweep_seeds}
     shuffled = samples[samples.kind == "shuffled"]
     heldout = samples[samples.kind == "heldout"]
     assert (heldout.prompt_codepoint == heldout.target_codepoint).all()
@@ -80,11 +80,35 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     assert Image.open(paths.out / "cascade.png").size[1] >= len(p.sample.prompts) * 32  # a row of drafts + glyphs each
 
 
-def test_evaluate_without_a_classifier_fails_in_one_line(params, tiny_model, rendered, embeddings_path, tmp_path, capsys):
-    out, _ = rendered
-    code = main(["evaluate", "--model", str(tiny_model[0]), "--classifier", str(tmp_path / "none"),
-                 "--definitions", str(out.definitions), "--glyphs", str(out.glyphs), "--embeddings",
-                 str(embeddings_path), "--out", str(tmp_path / "eval"), "--no-mlflow"])
+def test_evaluate_scores_the_saved_glyphs_and_never_draws(evaluated, tmp_path):
+    """The evaluate stage judges the draw stage's 8-bit PNGs (issue 43): scored again from the same table, every number
+    but the minutes is the same; each verdict is the judge's reading of the saved glyph; and a metric's param changes
+    that metric only."""
+    import numpy as np
+
+    from glyffuser.analysis.judge import load_classifier, predict
+    from glyffuser.artifacts.images import pngs_to_tensor
+    from glyffuser.stages.evaluate import ScorePaths, run_score
+
+    p, paths, _, metrics = evaluated
+    score = ScorePaths(paths.drawn, paths.classifier, paths.definitions, paths.glyphs, paths.embeddings, tmp_path / "a")
+    again = run_score(p, score, track=False)
+    assert {k: v for k, v in again.items() if k != "minutes"} == {k: v for k, v in metrics.items() if k != "minutes"}
+    samples = pq.read_table(score.out / "samples.parquet").to_pandas()
+    net, _ = load_classifier(paths.classifier)
+    assert (predict(net, pngs_to_tensor(list(samples.png), 32))[0] == samples.predicted_radical).all()
+    assert (predict(net, pngs_to_tensor(list(samples.base_png), 16))[0] == samples.predicted_base_radical).all()
+    looser = run_score(with_overrides(p, {"evaluate.copy_quantile": 0.5}), ScorePaths(*[*vars(score).values()][:5],
+                                                                                      tmp_path / "b"), track=False)
+    assert looser["copy_threshold"] < metrics["copy_threshold"] and looser["adherence_heldout"] == metrics["adherence_heldout"]
+    assert np.isclose(looser["kid"], metrics["kid"])
+
+
+def test_evaluate_without_a_classifier_fails_in_one_line(evaluated, tmp_path, capsys):
+    _, paths, _, _ = evaluated
+    code = main(["evaluate", "--draws", str(paths.drawn), "--classifier", str(tmp_path / "none"),
+                 "--definitions", str(paths.definitions), "--glyphs", str(paths.glyphs), "--embeddings",
+                 str(paths.embeddings), "--out", str(tmp_path / "eval"), "--no-mlflow"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and err.count("\n") == 0 and "dvc repro classifier" in err
     assert not (tmp_path / "eval").exists()
@@ -151,7 +175,7 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     import io
     import re
 
-    from glyffuser.stages.guide import SECTIONS, GuidePaths, build_guide
+    from glyffuser.stages.guide import TITLES, GuidePaths, build_guide
 
     p, fig_paths, root, _ = figures
     _, eval_paths, _, _ = evaluated
@@ -162,7 +186,7 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
                        eval_paths.upsampler)
     summary = build_guide(p, paths)
     page = paths.out.read_text(encoding="utf-8")
-    for i, (title, _) in enumerate(SECTIONS, 1):
+    for i, title in enumerate(TITLES, 1):
         assert f'<section id="s{i}"><h2>{i}. {title}</h2>' in page, title
     assert summary["sections"] == 11 and page.index('id="s1"') < page.index('id="s11"')
     # the cascade section: the drafts and the final glyphs, and the paired adherence of the two

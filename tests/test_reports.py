@@ -6,7 +6,18 @@ import json
 import pytest
 
 from glyffuser.errors import GlyffuserError
-from glyffuser.reports import EvaluateMetrics, TrainMetrics, make_report, read_report, report_json
+from glyffuser.reports import (
+    ClassifierReport,
+    EvaluateMetrics,
+    FiguresReport,
+    RenderReport,
+    TrainMetrics,
+    UmapReport,
+    UpsamplerReport,
+    make_report,
+    read_report,
+    report_json,
+)
 
 
 def test_the_evaluate_stage_writes_its_report_through_the_model(evaluated):
@@ -45,3 +56,22 @@ def test_every_number_compare_shows_is_a_field_of_the_report():
     from glyffuser.studies import HEADLINE
 
     assert set(HEADLINE) <= set(EvaluateMetrics.model_fields)
+
+
+def test_every_stage_report_reads_back_through_its_model_byte_for_byte(rendered, evaluated, upsampler, figures):
+    """render, classifier, upsampler, umap and figures write their report.json through the model every reader uses
+    (the guide, docs/results.py): read back, it gives the same bytes; a report with a renamed key is refused."""
+    out, _ = rendered
+    _, paths, _, _ = evaluated
+    _, fig_paths, root, _ = figures
+    files = {RenderReport: (out.report, {}), ClassifierReport: (paths.classifier / "report.json", {}),
+             UpsamplerReport: (upsampler / "report.json", {}), UmapReport: (root / "umap" / "report.json", {}),
+             FiguresReport: (fig_paths.out / "report.json", {"indent": 1, "ensure_ascii": False})}
+    for model, (path, style) in files.items():
+        report = read_report(model, path)
+        assert report_json(report, **style) == path.read_text(encoding="utf-8"), model.__name__
+        values = json.loads(path.read_text(encoding="utf-8"))
+        first = next(iter(values))
+        with pytest.raises(GlyffuserError, match=first):
+            make_report(model, {f"{first}_renamed" if k == first else k: v for k, v in values.items()}, "report")
+    assert read_report(FiguresReport, fig_paths.out / "report.json").trajectory.seeds > 0

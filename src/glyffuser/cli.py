@@ -25,7 +25,9 @@ COMMANDS = {
     "classifier": ("glyffuser.stages.classifier", "train the radical classifier that judges generated glyphs"),
     "upsampler": ("glyffuser.stages.upsampler", "train the cascade's upsampler (train.resolution -> twice that side) "
                                                 "on real glyph pairs"),
-    "evaluate": ("glyffuser.stages.evaluate", "measure prompt adherence, controls, KID/FID and novelty of a model"),
+    "draw": ("glyffuser.stages.draw", "draw every sample the evaluate stage judges (held-out, controls, grid, training "
+                                      "definitions)"),
+    "evaluate": ("glyffuser.stages.evaluate", "score the drawn samples: prompt adherence, controls, KID/FID, novelty"),
     "umap": ("glyffuser.stages.umap", "UMAP map of the glyph dataset with density, radicals, layouts and samples"),
     "figures": ("glyffuser.stages.figures", "the visual guide's figures from the trained model"),
     "guide": ("glyffuser.stages.guide", "the visual guide: one HTML page from this run's figures and numbers"),

@@ -6,6 +6,9 @@ calls `main` of its own module, `glyffuser.stages.NAME`, which parses the comman
 any depth and from any place in a file (an import inside a function still runs when that function
 does). The CLI module (`glyffuser/cli.py`) only dispatches and is in no stage's closure.
 
+A module that fills a template (glyffuser/templates/) names it in a top-level `TEMPLATES = ("guide.html",)`;
+the template files are deps of every stage whose closure holds that module.
+
 Modules that only record a run (RECORD_ONLY: MLflow logging, model registration) are not followed:
 they cannot change a file DVC tracks (tests/test_deps.py runs stages under an audit hook and fails if
 one ever writes there), so editing how a metric is logged re-runs nothing. The test suite checks
@@ -20,7 +23,7 @@ from pathlib import Path
 
 PACKAGE = "glyffuser"
 PACKAGE_DIR = Path(__file__).resolve().parent
-STAGES = ("sources", "render", "embed", "train", "sample", "classifier", "upsampler", "evaluate", "umap", "figures", "guide")
+STAGES = ("sources", "render", "embed", "train", "sample", "classifier", "upsampler", "draw", "evaluate", "umap", "figures", "guide")
 RECORD_ONLY = frozenset({f"{PACKAGE}.tracking", f"{PACKAGE}.registry"})
 
 
@@ -73,6 +76,15 @@ def command_modules(stage: str) -> set[str]:
     return module_closure({module, f"{PACKAGE}.stages", PACKAGE})  # importing it runs its packages' __init__ first
 
 
+def _templates(name: str) -> list[Path]:
+    """The files named by a module's top-level `TEMPLATES = (...)`, in glyffuser/templates/."""
+    for node in _tree(_module_file(name)).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TEMPLATES" for t in node.targets):
+            return [PACKAGE_DIR / "templates" / ast.literal_eval(node.value)[i] for i in range(len(node.value.elts))]
+    return []
+
+
 def command_files(stage: str) -> list[Path]:
-    """The source files of `command_modules(stage)`, sorted."""
-    return sorted(_module_file(m) for m in command_modules(stage))
+    """The source files of `command_modules(stage)` and the templates they fill, sorted."""
+    modules = command_modules(stage)
+    return sorted({_module_file(m) for m in modules} | {f for m in modules for f in _templates(m)})

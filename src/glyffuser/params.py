@@ -117,6 +117,7 @@ class EmbedParams(_Group):
     encoder: str
     max_length: Annotated[int, Field(ge=2, le=512)]
     batch_size: Annotated[int, Field(ge=1)]
+    radical_hint: bool = False  # a diagnostic: each definition is encoded after its radical's meaning
 
 
 class TrainParams(_Group):

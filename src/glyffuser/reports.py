@@ -2,6 +2,11 @@
 
     data/train/metrics.json      TrainMetrics      written by the train stage
     data/evaluate/metrics.json   EvaluateMetrics   written by the evaluate stage
+    data/render/report.json      RenderReport      written by the render stage
+    data/classifier/report.json  ClassifierReport  written by the classifier stage
+    data/upsampler/report.json   UpsamplerReport   written by the upsampler stage
+    data/umap/report.json        UmapReport        written by the umap stage
+    data/figures/report.json     FiguresReport     written by the figures stage
 
 The stage that writes a report builds its model (`extra="forbid"`: a key the model does not name is an error,
 so a renamed key fails in that stage's unit test, not an hour into `dvc repro` in the guide), and every reader
@@ -97,6 +102,11 @@ class EvaluateMetrics(_Report):
     text_probe_middle: MaybeFraction = None
     text_probe_rarest: MaybeFraction = None
     classifier_test_accuracy: Fraction
+    # the judge's ceiling: its accuracy on the real glyphs of the held-out characters, overall and per third
+    judge_real_accuracy: Fraction | None = None
+    judge_real_commonest: MaybeFraction = None
+    judge_real_middle: MaybeFraction = None
+    judge_real_rarest: MaybeFraction = None
     # image quality against the real test glyphs (floors: real train glyphs)
     paper_darkness: float
     paper_darkness_se: float
@@ -145,12 +155,151 @@ class EvaluateMetrics(_Report):
     adherence_grid_per_prompt: dict[str, Fraction]
 
 
+class RenderReport(_Report):
+    in_range: int  # codepoints in render.ranges
+    without_definition: int  # of them without an English definition in Unihan
+    cleaned: int  # definitions changed by cleaning (cross-references, pronunciations removed)
+    empty_after_cleaning: int  # definitions cleaning left empty: dropped
+    undrawable: int  # characters the font does not draw: dropped
+    glyphs: int  # rendered: the dataset
+    splits: dict[str, int]  # train, validation, test
+    unicode_version: str
+    font: str
+    font_sha256: str
+
+
+class ClassifierReport(_Report):
+    test_accuracy: Fraction  # the judge on real test glyphs: the ceiling of every adherence number
+    validation_accuracy: Fraction
+    train_accuracy: Fraction  # on the first 4,096 training glyphs
+    chance: Fraction  # always answering the commonest training radical
+    resolution: int  # the side it reads (a larger glyph is area-downsampled)
+    train_images: int
+    train_minutes: float
+
+
+class UpsamplerScores(_Report):
+    stroke_fidelity: float  # bits against the real glyphs at the output side; 0 = real
+    paper_darkness: float  # of 255, far from every stroke
+    sharpness_ratio: float  # two-tone pixel share against the real glyphs'
+    l1: float  # mean absolute error against the real renders, 0..1
+
+
+class UpsamplerChecks(_Report):
+    upsampler: UpsamplerScores  # the network on real test drafts
+    bilinear: UpsamplerScores  # plain bilinear upsampling of the same drafts
+    real_with_half_blur: UpsamplerScores  # real glyphs with half a 3×3 blur: the stroke-fidelity bar
+
+
+class UpsamplerReport(_Report):
+    input_resolution: int
+    output_resolution: int
+    parameters: int
+    train_minutes: float
+    images_per_s: float
+    final_loss: float  # mean of the last 50 steps
+    test_glyphs: int
+    test: UpsamplerChecks
+
+
+class UmapReport(_Report):
+    glyphs: int
+    samples_projected: int  # evaluate samples placed on the map (held-out, grid, empty prompt)
+    layout_counts: dict[str, int]  # glyphs per layout (left-right, top-bottom, enclosure, overlaid, single)
+    pca_explained_variance: Fraction  # of the pixels, by the PCA components UMAP starts from
+    kmeans2_clusters: list[dict[str, int | float]]  # two k-means clusters: glyphs and share_<layout> each
+    minutes: float
+
+
+class DataPair(_Report):
+    codepoint: int
+    definition: str
+
+
+class Pixel(_Report):
+    row: int
+    col: int
+    ink_share: Fraction  # glyphs in which this pixel is ink
+
+
+class GaussianFit(_Report):
+    t: int
+    alpha_bar: float
+    mean: float
+    std: float
+
+
+class DensityMap(_Report):
+    timesteps: list[int]  # one panel per signal level
+    alpha_bars: list[float]
+    arrow_scale: float  # the score arrows' common scale
+    mean_step_length: list[float]  # mean arrow length per panel, map units
+
+
+class PredictionError(_Report):
+    t: int
+    mse: float
+    target_variance: float
+
+
+class Neighbour(_Report):
+    codepoint: int
+    character: str
+    definition: str
+    cosine: float
+    png: str  # a 48 px thumbnail, base64 PNG
+
+
+class PromptNeighbours(_Report):
+    prompt: str
+    tokens: list[str]
+    neighbours: list[Neighbour]
+
+
+class Trajectory(_Report):
+    prompt: str
+    radical: int
+    seeds: int
+    steps: int
+    timesteps: list[int]
+    read_guess: list[Fraction]  # seeds whose x̂₀ the judge reads as the radical, before each step and at the end
+    read_noisy: list[Fraction]  # the same for x_t
+
+
+class GuidancePoint(_Report):
+    guidance: float
+    adherence: Fraction
+    adherence_se: float
+    sharpness: Fraction
+    diversity: float  # mean distance between seeds of one prompt
+
+
+class FiguresReport(_Report):
+    resolution: int
+    pixel_glyph: str
+    prediction: str  # the model's prediction type: epsilon or v_prediction
+    sampler: str
+    steps: int
+    guidance: float
+    data_pairs: list[DataPair] | None = None  # None: no evaluate samples given
+    pixel: Pixel
+    gaussian_1d: list[GaussianFit]
+    map: DensityMap
+    prediction_errors: list[PredictionError]
+    gif_frames: int
+    neighbours: list[PromptNeighbours] | None = None  # None: no embeddings given
+    trajectory: Trajectory | None = None  # None: no classifier given
+    guidance_curve: list[GuidancePoint] | None = None  # None: no classifier given
+    figures: list[str]
+    minutes: float
+
+
 R = TypeVar("R", bound=_Report)
 
 
-def report_json(report: _Report) -> str:
+def report_json(report: _Report, indent: int = 2, ensure_ascii: bool = True) -> str:
     """The file's text: the fields that were set, in the model's order, indented as the stages always wrote them."""
-    return json.dumps(report.model_dump(mode="json", exclude_unset=True), indent=2) + "\n"
+    return json.dumps(report.model_dump(mode="json", exclude_unset=True), indent=indent, ensure_ascii=ensure_ascii) + "\n"
 
 
 def make_report(model: type[R], values: dict, what: str) -> R:

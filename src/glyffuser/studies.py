@@ -138,15 +138,20 @@ def save_exp(name: str, exp: str, runs: Path = RUNS, root: Path = Path(".")) -> 
     return _keep(runs / name, files)
 
 
-def thirds_of(codepoints: np.ndarray, radicals: np.ndarray, definitions: Path) -> np.ndarray:
-    """The third (0 commonest .. 2 rarest) of each held-out character by its radical's training glyphs, cut over the
-    distinct characters in codepoint order exactly as the evaluate stage cuts them (its adherence_heldout_<third>)."""
+def train_radicals(definitions: Path) -> np.ndarray:
+    """The radical of every training-split character of a definitions table."""
     import pyarrow.parquet as pq
 
+    defs = pq.read_table(definitions, columns=["radical", "split"]).to_pandas()
+    return defs.radical[defs.split == "train"].to_numpy(dtype=np.int64)
+
+
+def thirds_of(codepoints: np.ndarray, radicals: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """The third (0 commonest .. 2 rarest) of each held-out character by its radical's training glyphs (`train`: the
+    training split's radicals), cut over the distinct characters in codepoint order exactly as the evaluate stage cuts
+    them (its adherence_heldout_<third>)."""
     from glyffuser.analysis.metrics import frequency_thirds
 
-    defs = pq.read_table(definitions, columns=["radical", "split"]).to_pandas()
-    train = defs.radical[defs.split == "train"].to_numpy(dtype=np.int64)
     chars, first = np.unique(codepoints, return_index=True)
     third = frequency_thirds(radicals[first].astype(np.int64), train)
     return third[np.searchsorted(chars, codepoints)]
@@ -164,6 +169,7 @@ def compare(names: list[str], runs: Path = RUNS, definitions: Path | None = Path
     base = names[0]
     tables = {n: read_verdicts(runs / n) for n in names}
     with_thirds = definitions is not None and definitions.is_file()
+    train = train_radicals(definitions) if with_thirds else None
     out: dict = {"baseline": base, "per_third": with_thirds, "runs": {}}
     for n in names:
         metrics = json.loads((runs / n / "metrics.json").read_text())
@@ -174,7 +180,7 @@ def compare(names: list[str], runs: Path = RUNS, definitions: Path | None = Path
                 raise GlyffuserError(f"{base} and {n} share no held-out sample (other definitions or seeds)")
             row["paired_heldout"] = paired(merged.hit_a.to_numpy(), merged.hit_b.to_numpy())
             if with_thirds:
-                third = thirds_of(merged.target_codepoint.to_numpy(), merged.target_radical_a.to_numpy(), definitions)
+                third = thirds_of(merged.target_codepoint.to_numpy(), merged.target_radical_a.to_numpy(), train)
                 for i, name in enumerate(THIRDS):
                     sel = third == i
                     row[f"paired_heldout_{name}"] = paired(merged.hit_a.to_numpy()[sel], merged.hit_b.to_numpy()[sel])

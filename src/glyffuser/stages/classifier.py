@@ -11,6 +11,7 @@ from glyffuser.artifacts.atomic import check_outputs
 from glyffuser.artifacts.glyph_tables import LabelledGlyphs, load_glyph_splits
 from glyffuser.command import inputs, run_command
 from glyffuser.params import Params
+from glyffuser.reports import ClassifierReport, make_report
 
 
 def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -> dict:
@@ -32,6 +33,7 @@ def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -
         "train_images": len(splits["train"].radicals),
         "train_minutes": round(minutes, 2),
     }
+    make_report(ClassifierReport, report, "the classifier stage's report")  # the keys its readers expect
     save_classifier(net, out, report)
     return report
 

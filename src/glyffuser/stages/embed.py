@@ -3,10 +3,16 @@
 One row per character: the encoder's last hidden states for its real (non-padding) tokens, stored
 flat as float16 (n_tokens·dim values), plus one row with codepoint -1 for the empty prompt, which
 classifier-free guidance uses as the unconditional input.
+
+`embed.radical_hint` (a diagnostic, off by default) encodes each definition after its character's radical, as
+"radical fish: a kind of carp" (the radical's own first meaning in Unihan): a model trained and evaluated on these
+is told the answer, so its adherence is the ceiling of any text->radical prior (issue 42). The hint's tokens are
+marked like special tokens, so caption augmentation never drops them.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +29,38 @@ from glyffuser.params import EmbedParams
 from glyffuser.progress import progress
 
 
+def radical_names(codepoints: list[int], definitions: list[str]) -> dict[int, str]:
+    """Kangxi radical (1..214) -> its first meaning: the definition of the radical's own character (⿂ -> 魚 ->
+    "fish"), up to the first ';' or ','; "radical N" where that character has no definition here."""
+    definition_of = dict(zip(codepoints, definitions))
+    names = {}
+    for r in range(1, 215):
+        char = unicodedata.normalize("NFKC", chr(0x2F00 + r - 1))  # the Kangxi radical's unified ideograph
+        meaning = definition_of.get(ord(char), "").split(";")[0].split(",")[0].strip()
+        names[r] = meaning or f"radical {r}"
+    return names
+
+
+def hint_prefixes(table: pa.Table) -> list[str]:
+    """Per definition, the text `embed.radical_hint` puts before it: "radical fish: "."""
+    names = radical_names(table.column("codepoint").to_pylist(), table.column("definition").to_pylist())
+    return [f"radical {names[int(r)]}: " for r in table.column("radical").to_pylist()]
+
+
 def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> dict:
     check_output(out_path)
-    table, _ = read_table(definitions_path, columns=["codepoint", "definition"])
+    table, _ = read_table(definitions_path, columns=["codepoint", "definition", *(["radical"] * params.radical_hint)])
     codepoints = table.column("codepoint").to_pylist()
     texts = table.column("definition").to_pylist()
+    prefixes = hint_prefixes(table) if params.radical_hint else [""] * len(texts)
     quiet_transformers()
     resolved = resolve_encoder(params.encoder)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder = TextEncoder(resolved, params.max_length, device)
 
     # The empty prompt first, then definitions in length order so each batch pads little.
-    all_texts = ["", *texts]
+    all_prefixes = ["", *prefixes]
+    all_texts = ["", *(p + t for p, t in zip(prefixes, texts))]
     all_codepoints = [EMPTY_PROMPT_CODEPOINT, *codepoints]
     order = sorted(range(len(all_texts)), key=lambda i: len(all_texts[i]))
     hidden: list[np.ndarray | None] = [None] * len(all_texts)
@@ -49,6 +75,10 @@ def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> di
                 if len(sense) != len(s):
                     raise GlyffuserError(f"the tokenizer of {resolved.name} gave {len(sense)} offsets for "
                                          f"{len(s)} tokens of {all_texts[i]!r}")
+                if all_prefixes[i]:  # the hint's tokens (after the first special token) are kept like special ones
+                    hinted = len(encoder.senses([all_prefixes[i].strip()])[0]) - 2  # less [CLS] and [SEP]
+                    sense = sense.copy()
+                    sense[1:1 + hinted] = -1
                 hidden[i], truncated[i], senses[i] = s, n > params.max_length, sense
             bar.update(len(idx))
 
@@ -66,7 +96,8 @@ def run_embed(params: EmbedParams, definitions_path: Path, out_path: Path) -> di
         "dim": dim,
         "max_length": params.max_length,
         "dtype": "float16",
-        "definitions_sha256": definitions_digest(codepoints, texts),
+        "definitions_sha256": definitions_digest(codepoints, texts),  # the definitions before any hint
+        **({"radical_hint": True} if params.radical_hint else {}),
     }
     report = {"texts": len(texts), "truncated": int(sum(truncated[1:])), "dim": dim,
               "mean_tokens": float(np.mean(n_tokens[1:])), "max_tokens": int(max(n_tokens))}

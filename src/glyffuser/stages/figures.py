@@ -20,7 +20,6 @@ report.json         the numbers behind them (the guide stage writes them into th
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ from glyffuser.diffusion.process import (
 from glyffuser.diffusion.unet import image_size, pool_text
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
+from glyffuser.reports import FiguresReport, make_report, report_json
 
 SEEDS = 4  # samples per cell row in the step, single-step and guidance figures
 
@@ -471,7 +471,8 @@ def run_figures(params: Params, paths: FigurePaths, track: bool = True) -> dict:
         report.update(guidance_section(tmp, pipe, net, params))
         report["figures"] = sorted(p.name for p in tmp.iterdir()) + ["report.json"]
         report["minutes"] = round((time.perf_counter() - start) / 60, 2)
-        (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        typed = make_report(FiguresReport, report, "the figures stage's report")
+        (tmp / "report.json").write_text(report_json(typed, indent=1, ensure_ascii=False), encoding="utf-8")
     if track:
         from glyffuser.tracking import log_to_model_run
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import textwrap
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from glyffuser.command import inputs, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 from glyffuser.progress import progress
+from glyffuser.reports import RenderReport, make_report, report_json
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def run_render(params: Params, sources_dir: Path, out: RenderOutputs) -> dict:
         pick = sorted(random.Random(params.base.seed).sample(range(len(pngs)), min(p.preview_count, len(pngs))))
         preview_grid([pngs[i] for i in pick], [f"{chr(rows['codepoint'][i])} {rows['definition'][i]}" for i in pick],
                      sources_dir / manifest.font_file, manifest.font_index).save(preview_tmp)
-        report_tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        report_tmp.write_text(report_json(make_report(RenderReport, report, "the render stage's report")), encoding="utf-8")
     return report
 
 

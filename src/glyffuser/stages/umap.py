@@ -26,6 +26,7 @@ from glyffuser.artifacts.tables import read_table, write_table
 from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
+from glyffuser.reports import UmapReport, make_report, report_json
 
 # First ideographic description character of a decomposition -> layout name.
 LAYOUTS = {"⿰": "left-right", "⿲": "left-right", "⿱": "top-bottom", "⿳": "top-bottom", "⿻": "overlaid",
@@ -301,7 +302,7 @@ def run_umap(params: Params, definitions: Path, glyphs: Path, sources: Path, sam
                    {"x": r2(sample_xy[:, 0]), "y": r2(sample_xy[:, 1]), "kind": sample_kinds,
                     "text": [t[:90] for t in sample_text], "radical": sample_pred, "png": [thumbnail(p) for p in sample_pngs]}, top)
         report["minutes"] = round((time.perf_counter() - start) / 60, 2)
-        tmp["report.json"].write_text(json.dumps(report, indent=2) + "\n")
+        tmp["report.json"].write_text(report_json(make_report(UmapReport, report, "the umap stage's report")))
     if track and model is not None:
         from glyffuser.artifacts.model_folder import read_model_info
         from glyffuser.tracking import log_to_model_run

@@ -24,6 +24,7 @@ from glyffuser.errors import GlyffuserError
 from glyffuser.params import UPSAMPLER_SCALE as SCALE
 from glyffuser.params import Params
 from glyffuser.progress import progress
+from glyffuser.reports import UpsamplerReport, make_report
 
 
 def real_checks(net: Upsampler, low: torch.Tensor, high: torch.Tensor) -> dict:
@@ -71,6 +72,7 @@ def run_upsampler(params: Params, definitions: Path, glyphs: Path, out: Path) ->
         raise GlyffuserError(f"the upsampler did not learn: its L1 error on the real test glyphs is {learned} against "
                              f"{plain} for plain bilinear upsampling (last loss {report['final_loss']}); lower "
                              f"upsampler.lr (now {u.lr}) or raise upsampler.steps")
+    make_report(UpsamplerReport, report, "the upsampler stage's report")  # the keys its readers expect
     save_upsampler_folder(out, net, low_side, report)
     return report
 
