@@ -72,7 +72,7 @@ def test_a_folder_that_is_not_a_model_is_refused_in_one_line(tmp_path, capsys):
 
 
 def test_the_pipeline_never_imports_gradio():
-    stages = ("sources", "render", "embed", "train", "sample", "classifier", "evaluate", "umap", "figures", "guide")
+    stages = ("sources", "render", "embed", "train", "sample", "classifier", "draw", "evaluate", "umap", "figures", "guide")
     assert not any("glyffuser.demo" in command_modules(s) for s in stages)
     code = "import sys, glyffuser.cli, glyffuser.diffusion.pipeline, glyffuser.stages.guide; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
