@@ -217,7 +217,8 @@ def judge_ceiling(net, heldout_codepoints: np.ndarray, train, test) -> dict:
     rows = np.array([index[int(cp)] for cp in np.unique(heldout_codepoints)])
     hits = predict(net, test.images[rows])[0] == test.radicals[rows]
     thirds = by_third(hits, frequency_thirds(test.radicals[rows], train.radicals))
-    return {"judge_real_accuracy": float(hits.mean()), **{f"judge_real_{k}": v for k, v in thirds.items() if k in THIRDS}}
+    out = {"judge_real_accuracy": float(hits.mean()), **{f"judge_real_{k}": v for k, v in thirds.items() if k in THIRDS}}
+    return {k: None if np.isnan(v) else v for k, v in out.items()}  # an empty third (2 characters): null, valid JSON
 
 
 def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> dict:
