@@ -76,7 +76,7 @@ def tiny_model(params, rendered, embeddings_path, tmp_path_factory) -> tuple[Pat
 
 # The evaluate-side stages on the tiny model: a small classifier, a short evaluation, then umap and figures.
 SMALL_EVAL = {
-    **TINY_TRAIN, "classifier.epochs": 3, "classifier.width": 8, "evaluate.heldout_characters": 6,
+    **TINY_TRAIN, "classifier.epochs": 3, "classifier.width": 8, "second_judge.epochs": 3, "second_judge.width": 8, "evaluate.heldout_characters": 6,
     "evaluate.samples_per_character": 2, "evaluate.copy_calibration": 40, "evaluate.train_characters": 5, "umap.n_neighbors": 8,
     "figures.step_counts": [1, 3], "figures.guidance_prompts": ["a kind of fish"], "figures.guidance_scales": [0, 3],
     "figures.animation_prompts": ["a kind of fish", "a small bird"], "figures.animation_steps": 4,
@@ -95,8 +95,9 @@ def evaluated(params, rendered, embeddings_path, tiny_model, upsampler, tmp_path
     p = with_overrides(params, SMALL_EVAL)
     root = tmp_path_factory.mktemp("evaluate")
     report = run_classifier(p, out.definitions, out.glyphs, root / "classifier")
+    run_classifier(p, out.definitions, out.glyphs, root / "second_judge", p.second_judge)
     paths = EvaluatePaths(tiny_model[0], root / "classifier", out.definitions, out.glyphs, embeddings_path, root / "eval",
-                          upsampler)
+                          upsampler, second_judge=root / "second_judge")
     return p, paths, report, run_evaluate(p, paths, track=False)
 
 

@@ -80,6 +80,14 @@ def test_evaluate_writes_every_number_and_every_sample(evaluated):
     for key in ("paper_darkness_base", "stroke_fidelity_base", "sharpness_ratio_base"):
         assert metrics[key] >= 0, key
     assert Image.open(paths.out / "cascade.png").size[1] >= len(p.sample.prompts) * 32  # a row of drafts + glyphs each
+    # the second judge (issues 42, 44): another architecture and seed reads the same glyphs
+    from glyffuser.analysis.judge import ResidualRadicalNet, load_classifier
+
+    assert isinstance(load_classifier(paths.second_judge)[0], ResidualRadicalNet)
+    assert metrics["second_judge_heldout"] == pytest.approx(
+        (heldout.predicted_radical_second_judge == heldout.target_radical).mean())
+    assert 0 <= metrics["second_judge_real_accuracy"] <= 1 and "second_judge_heldout_rarest" in metrics
+    assert "prior_heldout" not in metrics  # embeddings made without embed.radical_prior
 
 
 def test_evaluate_scores_the_saved_glyphs_and_never_draws(evaluated, tmp_path):
@@ -93,7 +101,8 @@ def test_evaluate_scores_the_saved_glyphs_and_never_draws(evaluated, tmp_path):
     from glyffuser.stages.evaluate import ScorePaths, run_score
 
     p, paths, _, metrics = evaluated
-    score = ScorePaths(paths.drawn, paths.classifier, paths.definitions, paths.glyphs, paths.embeddings, tmp_path / "a")
+    score = ScorePaths(paths.drawn, paths.classifier, paths.definitions, paths.glyphs, paths.embeddings, tmp_path / "a",
+                       paths.second_judge)
     again = run_score(p, score, track=False)
     assert {k: v for k, v in again.items() if k != "minutes"} == {k: v for k, v in metrics.items() if k != "minutes"}
     samples = pq.read_table(score.out / "samples.parquet").to_pandas()

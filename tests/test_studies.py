@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -59,6 +60,25 @@ def test_a_saved_run_keeps_its_verdicts_without_images_and_compares_paired_per_t
     assert sum(result["runs"]["other"][f"paired_heldout_{t}"]["n"] for t in ("commonest", "middle", "rarest")) == n
     same = compare(["base", "base"], runs, None)["runs"]["base"]
     assert same.get("paired_heldout") is None  # the baseline is not compared with itself
+
+
+def test_compare_pairs_as_the_second_judge_reads_even_a_run_saved_before_it(two_runs, evaluated):
+    """--second-judge: the evaluate stage's own second reading where the run has one; for a run without that column
+    (evaluated before the second_judge stage), the judge reads the run's kept images, and agrees with the stage."""
+    runs, paths, _, _ = two_runs
+    _, _, _, metrics = evaluated
+    verdicts = runs / "base" / "verdicts.parquet"
+    t = pq.read_table(verdicts).to_pandas()
+    pq.write_table(pa.Table.from_pandas(t.drop(columns=["predicted_radical_second_judge"]), preserve_index=False),
+                   verdicts)
+    (runs / "base" / "samples.parquet").rename(runs / "base" / "kept.parquet")  # no column, and no images: an error
+    with pytest.raises(GlyffuserError, match="not here"):
+        compare(["base", "other"], runs, paths.definitions, paths.second_judge)
+    (runs / "base" / "kept.parquet").rename(runs / "base" / "samples.parquet")
+    row = compare(["base", "other"], runs, paths.definitions, paths.second_judge)["runs"]["other"]
+    assert row["paired_heldout_second_judge"]["a"] == round(metrics["second_judge_heldout"], 4)
+    assert row["paired_heldout_second_judge"]["difference"] == 0  # only the first judge's verdicts were flipped
+    assert "paired_heldout_rarest_second_judge" in row
 
 
 def test_compare_refuses_what_it_cannot_pair(two_runs, tmp_path):

@@ -23,6 +23,8 @@ COMMANDS = {
     "train": ("glyffuser.stages.train", "train the diffusion model (resumes from a matching checkpoint)"),
     "sample": ("glyffuser.stages.sample", "generate glyphs from English prompts with a trained model"),
     "classifier": ("glyffuser.stages.classifier", "train the radical classifier that judges generated glyphs"),
+    "second_judge": ("glyffuser.stages.second_judge", "train the second radical judge (another architecture and seed) "
+                                                      "that checks the first"),
     "upsampler": ("glyffuser.stages.upsampler", "train the cascade's upsampler (train.resolution -> twice that side) "
                                                 "on real glyph pairs"),
     "draw": ("glyffuser.stages.draw", "draw every sample the evaluate stage judges (held-out, controls, grid, training "

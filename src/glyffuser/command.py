@@ -34,6 +34,7 @@ PIPELINE_FILES = {
     "embeddings": "data/embed/embeddings.parquet",
     "model": "data/model",
     "classifier": "data/classifier",
+    "second_judge": "data/second_judge",
     "upsampler": "data/upsampler",
 }
 

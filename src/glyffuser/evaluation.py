@@ -24,6 +24,7 @@ class EvaluatePaths:
     out: Path  # folder: the evaluate stage's outputs
     upsampler: Path | None = None  # the cascade's upsampler folder; None: judge the model's own drafts
     draws: Path | None = None  # the draw stage's table; None: out/draws.parquet
+    second_judge: Path | None = None  # the second_judge stage's folder; None: held-out adherence by the judge alone
 
     @property
     def metrics(self) -> Path:
@@ -39,4 +40,4 @@ def run_evaluate(params: Params, paths: EvaluatePaths, track: bool = True, pipe=
     run_draw(params, DrawPaths(paths.model, paths.definitions, paths.glyphs, paths.embeddings, paths.drawn,
                                paths.upsampler), pipe=pipe)
     return run_score(params, ScorePaths(paths.drawn, paths.classifier, paths.definitions, paths.glyphs,
-                                        paths.embeddings, paths.out), track=track)
+                                        paths.embeddings, paths.out, paths.second_judge), track=track)

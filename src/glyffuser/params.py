@@ -118,6 +118,9 @@ class EmbedParams(_Group):
     max_length: Annotated[int, Field(ge=2, le=512)]
     batch_size: Annotated[int, Field(ge=1)]
     radical_hint: bool = False  # a diagnostic: each definition is encoded after its radical's meaning
+    radical_prior: bool = False  # each definition (and typed prompt) is encoded after the radical a text head guesses
+    prior_tau: Annotated[float, Field(ge=0, le=3)] = 0.5  # logit adjustment of that guess towards rare radicals
+    prior_folds: Annotated[int, Field(ge=2, le=20)] = 5  # cross-fitting folds over the training definitions
 
 
 class TrainParams(_Group):
@@ -210,6 +213,8 @@ class ClassifierParams(_Group):
     weight_decay: Annotated[float, Field(ge=0)]
     label_smoothing: Annotated[float, Field(ge=0, lt=1)]
     width: Annotated[int, Field(ge=4)]
+    architecture: Literal["plain", "residual"] = "plain"  # RadicalNet, or the second judge's ResidualRadicalNet
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # null: base.seed
 
 
 class UpsamplerParams(_Group):
@@ -274,6 +279,7 @@ class Params(_Group):
     train: TrainParams
     sample: SampleParams
     classifier: ClassifierParams
+    second_judge: ClassifierParams
     upsampler: UpsamplerParams
     evaluate: EvaluateParams
     umap: UmapParams

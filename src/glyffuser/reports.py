@@ -101,12 +101,32 @@ class EvaluateMetrics(_Report):
     text_probe_commonest: MaybeFraction = None
     text_probe_middle: MaybeFraction = None
     text_probe_rarest: MaybeFraction = None
+    # embed.radical_prior: how often the radical guessed from the text (and written before it) is right
+    prior_heldout: MaybeFraction = None
+    prior_heldout_commonest: MaybeFraction = None
+    prior_heldout_middle: MaybeFraction = None
+    prior_heldout_rarest: MaybeFraction = None
     classifier_test_accuracy: Fraction
     # the judge's ceiling: its accuracy on the real glyphs of the held-out characters, overall and per third
     judge_real_accuracy: Fraction | None = None
     judge_real_commonest: MaybeFraction = None
     judge_real_middle: MaybeFraction = None
     judge_real_rarest: MaybeFraction = None
+    # the second judge (second_judge stage: another architecture and seed): held-out adherence as it reads the same
+    # glyphs, and its own ceiling on the real glyphs of those characters
+    second_judge_heldout: MaybeFraction = None
+    second_judge_heldout_se: float | None = None
+    second_judge_heldout_commonest: MaybeFraction = None
+    second_judge_heldout_commonest_se: float | None = None
+    second_judge_heldout_middle: MaybeFraction = None
+    second_judge_heldout_middle_se: float | None = None
+    second_judge_heldout_rarest: MaybeFraction = None
+    second_judge_heldout_rarest_se: float | None = None
+    second_judge_test_accuracy: MaybeFraction = None
+    second_judge_real_accuracy: MaybeFraction = None
+    second_judge_real_commonest: MaybeFraction = None
+    second_judge_real_middle: MaybeFraction = None
+    second_judge_real_rarest: MaybeFraction = None
     # image quality against the real test glyphs (floors: real train glyphs)
     paper_darkness: float
     paper_darkness_se: float

@@ -10,6 +10,8 @@ is a hit or a miss in both, so their difference is measured far more tightly tha
     glyffuser compare --save NAME --exp EXP     # the same from a `dvc exp run` (also --temp), read from the DVC cache
     glyffuser compare BASE RUN [RUN ...]        # each RUN against BASE: held-out adherence paired, overall and per
                                                 # third of the radicals by training frequency; --out FILE.json
+    glyffuser compare --second-judge data/second_judge BASE RUN ...   # also as the second judge reads them (a run
+                                                # evaluated before that stage existed is read from its samples.parquet)
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from glyffuser.errors import GlyffuserError
 RUNS = Path("benchmarks/results/runs")
 IMAGE_COLUMNS = ("png", "base_png")
 VERDICT_COLUMNS = ["kind", "target_codepoint", "seed", "target_radical", "predicted_radical"]
+SECOND = "predicted_radical_second_judge"  # the evaluate stage's column when a second judge read the glyphs
 # What each run's row shows beside the paired numbers (keys of the evaluate stage's metrics.json)
 HEADLINE = ["adherence_heldout", "adherence_heldout_se", "adherence_heldout_commonest", "adherence_heldout_middle",
             "adherence_heldout_rarest", "adherence_train", "adherence_grid", "seed_sweep_hits", "kid", "fid",
-            "realism_c2st", "stroke_fidelity", "paper_darkness", "control_shuffled", "novelty"]
+            "realism_c2st", "stroke_fidelity", "paper_darkness", "control_shuffled", "novelty", "second_judge_heldout",
+            "prior_heldout", "prior_heldout_rarest"]
 
 
 def paired(a: np.ndarray, b: np.ndarray, boot: int = 2000, seed: int = 0) -> dict:
@@ -57,16 +61,26 @@ def write_verdicts(samples: Path, out: Path) -> None:
     pq.write_table(table.drop_columns([c for c in IMAGE_COLUMNS if c in table.column_names]), out)
 
 
-def read_verdicts(run: Path):
-    """A run's held-out samples (DataFrame: target_codepoint, seed, target_radical, predicted_radical, hit)."""
+def read_verdicts(run: Path, second_judge: Path | None = None):
+    """A run's held-out samples (DataFrame: target_codepoint, seed, target_radical, predicted_radical, hit; with
+    `second_judge`, hit_second too: the evaluate stage's reading, or that judge's reading of the run's kept images)."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
     path = next((run / f for f in ("verdicts.parquet", "samples.parquet") if (run / f).is_file()), None)
     if path is None:
         raise GlyffuserError(f"{run} holds no verdicts.parquet (save a run with: glyffuser compare --save NAME)")
-    t = pd.read_parquet(path, columns=VERDICT_COLUMNS)
+    has_second = SECOND in pq.read_schema(path).names
+    t = pd.read_parquet(path, columns=VERDICT_COLUMNS + [SECOND] * has_second)
     t = t[t.kind == "heldout"]
-    return t.assign(hit=(t.target_radical == t.predicted_radical).astype(int))
+    t = t.assign(hit=(t.target_radical == t.predicted_radical).astype(int))
+    if second_judge is None:
+        return t
+    if not has_second:
+        from glyffuser.analysis.judge import load_classifier, predict
+
+        t = t.assign(**{SECOND: predict(load_classifier(second_judge)[0], sample_images(run / "samples.parquet"))[0]})
+    return t.assign(hit_second=(t.target_radical == t[SECOND]).astype(int))
 
 
 def sample_images(samples: Path, kind: str = "heldout"):
@@ -157,9 +171,11 @@ def thirds_of(codepoints: np.ndarray, radicals: np.ndarray, train: np.ndarray) -
     return third[np.searchsorted(chars, codepoints)]
 
 
-def compare(names: list[str], runs: Path = RUNS, definitions: Path | None = Path("data/render/definitions.parquet")) -> dict:
+def compare(names: list[str], runs: Path = RUNS, definitions: Path | None = Path("data/render/definitions.parquet"),
+            second_judge: Path | None = None) -> dict:
     """Each run against the first (the baseline) on their shared held-out items, overall and per third (when the
-    definitions table is here), beside each run's headline numbers."""
+    definitions table is here), beside each run's headline numbers; with `second_judge`, the same pairs as that judge
+    reads them (`..._second_judge`)."""
     from glyffuser.analysis.metrics import THIRDS
 
     if len(names) < 2:
@@ -167,7 +183,7 @@ def compare(names: list[str], runs: Path = RUNS, definitions: Path | None = Path
     if missing := [n for n in names if not (runs / n / "metrics.json").is_file()]:
         raise GlyffuserError(f"no run {missing[0]!r} under {runs} (known: {', '.join(sorted(p.name for p in runs.iterdir() if p.is_dir())) if runs.is_dir() else 'none'})")
     base = names[0]
-    tables = {n: read_verdicts(runs / n) for n in names}
+    tables = {n: read_verdicts(runs / n, second_judge) for n in names}
     with_thirds = definitions is not None and definitions.is_file()
     train = train_radicals(definitions) if with_thirds else None
     out: dict = {"baseline": base, "per_third": with_thirds, "runs": {}}
@@ -178,12 +194,15 @@ def compare(names: list[str], runs: Path = RUNS, definitions: Path | None = Path
             merged = tables[base].merge(tables[n], on=["target_codepoint", "seed"], suffixes=("_a", "_b"))
             if merged.empty:
                 raise GlyffuserError(f"{base} and {n} share no held-out sample (other definitions or seeds)")
-            row["paired_heldout"] = paired(merged.hit_a.to_numpy(), merged.hit_b.to_numpy())
-            if with_thirds:
-                third = thirds_of(merged.target_codepoint.to_numpy(), merged.target_radical_a.to_numpy(), train)
-                for i, name in enumerate(THIRDS):
+            third = (thirds_of(merged.target_codepoint.to_numpy(), merged.target_radical_a.to_numpy(), train)
+                     if with_thirds else None)
+            for suffix, a, b in (("", "hit_a", "hit_b"), ("_second_judge", "hit_second_a", "hit_second_b")):
+                if a not in merged:
+                    continue
+                row[f"paired_heldout{suffix}"] = paired(merged[a].to_numpy(), merged[b].to_numpy())
+                for i, name in enumerate(THIRDS if with_thirds else ()):
                     sel = third == i
-                    row[f"paired_heldout_{name}"] = paired(merged.hit_a.to_numpy()[sel], merged.hit_b.to_numpy()[sel])
+                    row[f"paired_heldout_{name}{suffix}"] = paired(merged[a].to_numpy()[sel], merged[b].to_numpy()[sel])
         out["runs"][n] = row
     return out
 
@@ -196,6 +215,8 @@ def add_arguments(p) -> None:
     p.add_argument("--definitions", type=Path, default=Path("data/render/definitions.parquet"),
                    help="the definitions table whose train split sorts the radicals into thirds (default: %(default)s)")
     p.add_argument("--out", type=Path, help="also write the comparison to this JSON file")
+    p.add_argument("--second-judge", type=Path, metavar="FOLDER",
+                   help="also pair the runs as this judge reads them (the second_judge stage's folder, data/second_judge)")
 
 
 def command(args) -> dict | None:
@@ -206,7 +227,7 @@ def command(args) -> dict | None:
         saved = save_exp(args.save, args.exp, args.runs_dir) if args.exp else save_run(args.save, args.runs_dir, params=args.params)
         result["saved"] = str(saved)
     if args.runs:
-        result.update(compare(args.runs, args.runs_dir, args.definitions))
+        result.update(compare(args.runs, args.runs_dir, args.definitions, args.second_judge))
         if args.out:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
     elif not args.save:

@@ -11,6 +11,7 @@ Plain torch: the PyPI torchvision build does not import beside the local torch.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,53 @@ class RadicalNet(nn.Module):
         return self.head(self.features(x))
 
 
+class ResidualRadicalNet(nn.Module):
+    """The second judge (issues 42 and 44): another architecture for the same question, so a lever that learned to
+    please one judge's quirks is caught by the other. A strided-conv stem instead of pixel unshuffle, residual blocks
+    with GroupNorm and SiLU instead of plain conv + BatchNorm + ReLU, four halvings instead of three; the same
+    interface (`features`, `head`)."""
+
+    def __init__(self, resolution: int, width: int = 32, feature_dim: int = 192):
+        super().__init__()
+        self.resolution = resolution
+
+        def block(cin: int, cout: int) -> nn.Module:
+            return _Residual(cin, cout)
+
+        self.conv = nn.Sequential(nn.Conv2d(1, width, 4, stride=2, padding=1),  # R -> R/2
+                                  block(width, width), nn.AvgPool2d(2),  # R/4
+                                  block(width, 2 * width), nn.AvgPool2d(2),  # R/8
+                                  block(2 * width, 4 * width), nn.AvgPool2d(2),  # R/16
+                                  _norm(4 * width), nn.SiLU())
+        grid = max(1, resolution // 16)
+        self.embed = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * grid**2, feature_dim), nn.SiLU())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(feature_dim, NUM_RADICALS))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,R,R) -> (B,192)
+        return self.embed(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B,1,R,R) -> (B,214)
+        return self.head(self.features(x))
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(8, channels), channels)  # 8 groups, fewer for a narrow test net
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(_norm(cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
+                                  _norm(cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+ARCHITECTURES = {"plain": RadicalNet, "residual": ResidualRadicalNet}
+
+
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random shift (±2/32 of the side), scale 0.9-1.1, stroke weight, blur, paper tone and noise."""
     b, _, r, _ = x.shape
@@ -91,14 +139,14 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def train_classifier(train: LabelledGlyphs, epochs: int, batch_size: int, lr: float, width: int, seed: int,
                      weight_decay: float = 0.05, label_smoothing: float = 0.1, shuffle_labels: bool = False,
-                     show_progress: bool = False) -> RadicalNet:
+                     show_progress: bool = False, architecture: str = "plain") -> RadicalNet:
     """AdamW + one-cycle LR on augmented batches. `shuffle_labels` trains on permuted labels (a control)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     labels = torch.from_numpy(train.radicals - 1)
     if shuffle_labels:
         labels = labels[torch.randperm(len(labels), generator=gen)]
-    net = RadicalNet(train.images.shape[-1], width)
+    net = ARCHITECTURES[architecture](train.images.shape[-1], width)
     steps_per_epoch = max(1, len(labels) // batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch, pct_start=0.15)
@@ -134,8 +182,10 @@ def predict(net: RadicalNet, images: torch.Tensor, batch_size: int = 512) -> tup
 def save_classifier(net: RadicalNet, folder: Path, report: dict) -> None:
     # File by file, not the folder: DVC keeps its .gitignore beside them.
     with atomic_outputs(folder / WEIGHTS, folder / REPORT) as (weights, report_path):
-        torch.save({"state_dict": net.state_dict(), "resolution": net.resolution,
-                    "width": net.conv[0][0].out_channels}, weights)
+        arch = next(name for name, cls in ARCHITECTURES.items() if type(net) is cls)
+        width = net.conv[0].out_channels if arch == "residual" else net.conv[0][0].out_channels
+        torch.save({"state_dict": net.state_dict(), "resolution": net.resolution, "width": width,
+                    **({"architecture": arch} if arch != "plain" else {})}, weights)
         report_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -149,7 +199,7 @@ def load_classifier(folder: Path) -> tuple[RadicalNet, dict]:
         raise GlyffuserError(f"cannot read the radical classifier in {folder}: {type(err).__name__}: "
                              f"{str(err).splitlines()[0][:120]}") from None
     try:
-        net = RadicalNet(state["resolution"], state["width"])
+        net = ARCHITECTURES[state.get("architecture", "plain")](state["resolution"], state["width"])
         net.load_state_dict(state["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:  # another layout, another width, another resolution
         raise GlyffuserError(f"{folder / WEIGHTS} is not a radical classifier this version can load "

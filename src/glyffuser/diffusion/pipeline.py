@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DConditionModel
 from PIL import Image
+from safetensors.torch import save_file
 
 from glyffuser.artifacts.images import tensor_to_images
 from glyffuser.artifacts.model_folder import load_model_folder, read_model_info, save_model_folder
 from glyffuser.artifacts.upsampler_folder import load_upsampler_folder, read_upsampler_config, write_upsampler_files
 from glyffuser.diffusion.encoders import TextEncoder, fingerprint, quiet_transformers, resolve_encoder
+from glyffuser.diffusion.prior import PRIOR_FILE, RadicalPrior, hint, pooled_rows, read_prior
 from glyffuser.diffusion.process import check_sampling, native_bf16, pad_tokens, sample, sample_progressive
 from glyffuser.diffusion.unet import image_size
 from glyffuser.diffusion.upsampler import Upsampler, upsample
@@ -61,9 +63,13 @@ class GlyffuserPipeline:
     """A trained UNet, its noise schedule, the text encoder its embeddings came from, and optionally an upsampler."""
 
     def __init__(self, unet: UNet2DConditionModel, scheduler_config: dict, info: dict, bf16: bool | None = None,
-                 compile: bool = False, upsampler: Upsampler | None = None):
+                 compile: bool = False, upsampler: Upsampler | None = None, prior: RadicalPrior | None = None):
         self.unet, self.scheduler_config, self.info = unet.eval(), dict(scheduler_config), info
         self.upsampler = upsampler
+        self.prior = prior  # a model trained on guessed radicals (embed.radical_prior) guesses a prompt's the same way
+        if "radical_prior" in info and prior is None:
+            raise GlyffuserError("this model was trained with each text after its guessed radical (embed.radical_prior): "
+                                 f"it needs the guessing head, {PRIOR_FILE} of its model folder")
         self.bf16 = native_bf16(unet.device) if bf16 is None else bf16  # autocast while sampling
         # torch.compile the UNet for bulk sampling: it pays once the glyphs outnumber the compile's cost
         # (2-core CPU: a 40 s compile, then +44 % glyphs/s in bf16; about 1,100 glyphs to break even).
@@ -95,7 +101,8 @@ class GlyffuserPipeline:
             raise GlyffuserError(f"the upsampler in {upsampler} takes {net_config['input_resolution']} px glyphs, but the "
                                  f"model in {path} draws {image_size(unet)} px: re-run the upsampler stage")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pipe = cls(unet.to(device), config, info, bf16, compile, net.to(device) if net else None)
+        prior = read_prior(Path(path)) if "radical_prior" in info else None
+        pipe = cls(unet.to(device), config, info, bf16, compile, net.to(device) if net else None, prior)
         if not pipe.bf16 and pipe.unet.device.type == "cpu":
             # fp32 on a CPU: NHWC convolutions gave +21 % glyphs/s (with bf16 they were 19 % slower)
             pipe.unet = pipe.unet.to(memory_format=torch.channels_last)
@@ -140,9 +147,12 @@ class GlyffuserPipeline:
 
     def save_pretrained(self, path: Path) -> None:
         """Write the model folder (artifacts/model_folder.py) whole or not at all, the upsampler inside it."""
-        more = None
-        if self.upsampler is not None:
-            more = lambda folder: write_upsampler_files(folder / UPSAMPLER_DIR, self.upsampler, self.resolution)  # noqa: E731
+        def more(folder: Path) -> None:
+            if self.upsampler is not None:
+                write_upsampler_files(folder / UPSAMPLER_DIR, self.upsampler, self.resolution)
+            if self.prior is not None:
+                save_file(self.prior.tensors(), folder / PRIOR_FILE)
+
         save_model_folder(path, self.unet, self.scheduler_config, self.info, more)
 
     @property
@@ -162,17 +172,32 @@ class GlyffuserPipeline:
             self._encoder = TextEncoder(resolved, self.info["max_length"])
         return self._encoder
 
-    def encode(self, prompts: list[str], stop: Callable[[], None] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, L, D) token states, (N, L) mask, (L0, D) empty prompt — rounded to fp16 as stored for training.
-        ENCODE_CHUNK texts per encoder pass, `stop()` before each (it may raise to abandon the work)."""
-        texts, states, lengths = list(prompts) + [""], [], []
+    def guess_hints(self, prompts: list[str], stop: Callable[[], None] | None = None) -> list[str]:
+        """Per prompt, what a model trained with embed.radical_prior reads before it ("radical fish: "), guessed from
+        the plain prompt's fp16 token states as the embed stage guessed the held-out definitions'; "" without one."""
+        if self.prior is None:
+            return [""] * len(prompts)
+        states, _ = self._encode_texts(prompts, stop)
+        names = self.info["radical_prior"]["names"]
+        return [hint(names[int(r)]) for r in self.prior.predict(pooled_rows(states))]
+
+    def _encode_texts(self, texts: list[str], stop: Callable[[], None] | None) -> tuple[list, list[int]]:
+        states, lengths = [], []
         for start in range(0, len(texts), ENCODE_CHUNK):
             if stop is not None:
                 stop()
             chunk_states, chunk_lengths = self.encoder.encode(texts[start:start + ENCODE_CHUNK])
             states += chunk_states
             lengths += chunk_lengths
+        return states, lengths
+
+    def encode(self, prompts: list[str], stop: Callable[[], None] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, L, D) token states, (N, L) mask, (L0, D) empty prompt — rounded to fp16 as stored for training.
+        ENCODE_CHUNK texts per encoder pass, `stop()` before each (it may raise to abandon the work). A model trained
+        with embed.radical_prior reads each prompt after its guessed radical, the empty prompt as it is."""
+        hints = self.guess_hints(list(prompts), stop)
+        states, lengths = self._encode_texts([h + p for h, p in zip(hints, prompts)] + [""], stop)
         for prompt, n in zip(prompts, lengths):
             if n > self.info["max_length"]:  # as in training, where the embed stage counted them
                 print(f"glyffuser: warning: prompt {prompt[:40]!r}{'…' * (len(prompt) > 40)} has {n} tokens; the encoder "

@@ -10,18 +10,20 @@ from glyffuser.analysis.judge import REPORT, WEIGHTS, accuracy, majority_share, 
 from glyffuser.artifacts.atomic import check_outputs
 from glyffuser.artifacts.glyph_tables import LabelledGlyphs, load_glyph_splits
 from glyffuser.command import inputs, run_command
-from glyffuser.params import Params
+from glyffuser.params import ClassifierParams, Params
 from glyffuser.reports import ClassifierReport, make_report
 
 
-def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path) -> dict:
-    """Stage `classifier`: train on the train split at the training resolution; the test split is its ceiling."""
-    c = params.classifier
+def run_classifier(params: Params, definitions: Path, glyphs: Path, out: Path, c: ClassifierParams | None = None) -> dict:
+    """Stage `classifier`: train on the train split at the training resolution; the test split is its ceiling.
+    `c`: these params instead of params.classifier (the second_judge stage's)."""
+    c = c or params.classifier
     check_outputs(out / WEIGHTS, out / REPORT)
     splits = load_glyph_splits(definitions, glyphs, params.train.resolution)
     start = time.perf_counter()
-    net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width, params.base.seed, c.weight_decay,
-                           c.label_smoothing, show_progress=True)
+    net = train_classifier(splits["train"], c.epochs, c.batch_size, c.lr, c.width,
+                           params.base.seed if c.seed is None else c.seed, c.weight_decay, c.label_smoothing,
+                           show_progress=True, architecture=c.architecture)
     minutes = (time.perf_counter() - start) / 60
     report = {
         "test_accuracy": accuracy(net, splits["test"]),

@@ -78,6 +78,7 @@ class ScorePaths:
     glyphs: Path
     embeddings: Path  # for the text-only ceiling
     out: Path  # folder: metrics.json, samples.parquet (the draws with their verdicts), novelty.png, grid.png, cascade.png
+    second_judge: Path | None = None  # the second_judge stage's folder: held-out adherence read by it too
 
     @property
     def metrics(self) -> Path:
@@ -221,6 +222,42 @@ def judge_ceiling(net, heldout_codepoints: np.ndarray, train, test) -> dict:
     return {k: None if np.isnan(v) else v for k, v in out.items()}  # an empty third (2 characters): null, valid JSON
 
 
+def second_reading(folder: Path | None, d: Draws, held: np.ndarray, train, test) -> tuple[np.ndarray | None, dict]:
+    """The second judge's reading of every final glyph, and held-out adherence by it (overall, per third) beside its
+    own ceiling on the real glyphs of the same characters; nothing without a second judge."""
+    if folder is None:
+        return None, {}
+    net, report = load_classifier(folder)
+    pred = predict(net, d.final)[0]  # (N,)
+    char, targets = d.target_codepoint[held], d.target_radical[held]
+    hits = pred[held] == targets
+    _, first, rep = np.unique(char, return_index=True, return_inverse=True)  # the thirds as long_tail cuts them
+    third = frequency_thirds(targets[first], train.radicals)
+    out = {}
+    out["second_judge_heldout"], out["second_judge_heldout_se"] = adherence(pred[held], targets, cluster=char)
+    out.update({f"second_judge_heldout_{k}": v for k, v in by_third(hits, third[rep], rep).items()})
+    out["second_judge_test_accuracy"] = report["test_accuracy"]
+    out.update({k.replace("judge_real", "second_judge_real"): v
+                for k, v in judge_ceiling(net, char, train, test).items()})
+    return pred, {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in out.items()}
+
+
+def prior_reading(embeddings: Path, d: Draws, held: np.ndarray, train) -> dict:
+    """embed.radical_prior: how often the guess the held-out definitions were encoded after is their radical, overall
+    and per third (the part of the tail the UNet is told); nothing for embeddings made without the prior."""
+    import pyarrow.parquet as pq
+
+    if "guessed_radical" not in pq.read_schema(embeddings).names:
+        return {}
+    table, _ = read_table(embeddings, columns=["codepoint", "guessed_radical"])
+    guessed = dict(zip(table.column("codepoint").to_pylist(), table.column("guessed_radical").to_pylist()))
+    char, first = np.unique(d.target_codepoint[held], return_index=True)  # one verdict per held-out character
+    targets = d.target_radical[held][first]
+    hits = np.array([guessed[int(c)] for c in char]) == targets
+    thirds = by_third(hits, frequency_thirds(targets, train.radicals))
+    return {"prior_heldout": float(hits.mean()), **{f"prior_heldout_{k}": thirds[k] for k in THIRDS}}
+
+
 def text_ceiling(emb, row_of: dict[int, int], train, test, seed: int) -> dict:
     """Text-only ceiling: a linear probe from the pooled text embedding to the radical, on every test definition and
     per third of them (the held-out thirds: is the tail's radical in the text at all?)."""
@@ -309,7 +346,8 @@ def novelty(e, conditional: torch.Tensor, train, test, seed: int, rng: np.random
 
 
 
-def samples_table(d: Draws, pred: np.ndarray, pred_base: np.ndarray, cond: np.ndarray, dist: dict, train) -> pa.Table:
+def samples_table(d: Draws, pred: np.ndarray, pred_base: np.ndarray, cond: np.ndarray, dist: dict, train,
+                  pred_second: np.ndarray | None = None) -> pa.Table:
     """The draws with their verdicts: what the judge read in each glyph and its draft, and for the conditional drafts
     (held-out and grid, rows `cond`) the nearest training glyph (the umap stage projects them; glyffuser compare pairs
     them)."""
@@ -318,6 +356,8 @@ def samples_table(d: Draws, pred: np.ndarray, pred_base: np.ndarray, cond: np.nd
     at = d.table.column_names.index("target_radical") + 1
     verdicts = {"predicted_radical": pa.array(pred, pa.int16()), "predicted_base_radical": pa.array(pred_base, pa.int16()),
                 "nearest_distance": pa.array(nearest_d), "nearest_codepoint": pa.array(nearest_cp, pa.int32())}
+    if pred_second is not None:  # the second judge's reading of each final glyph
+        verdicts["predicted_radical_second_judge"] = pa.array(pred_second, pa.int16())
     table = d.table
     for i, (name, column) in enumerate(verdicts.items()):
         table = table.add_column(at + i, name, column)
@@ -352,6 +392,8 @@ def run_score(params: Params, paths: ScorePaths, track: bool = True) -> dict:
     held, grid = d.rows("heldout"), d.rows("grid")
     probe = text_ceiling(emb, row_of, train, test, seed)
     ceiling = judge_ceiling(net, d.target_codepoint[held], train, test)
+    pred_second, second = second_reading(paths.second_judge, d, held, train, test)
+    prior = prior_reading(paths.embeddings, d, held, train)
     scores = quality(net, d.final[held], features[held], final_splits["train"], final_splits["test"], seed, rng)
     drafts = draft_quality(d.base[held], d.final[held], test)
     # copies are a matter of structure: the drafts against the training glyphs at the model's side
@@ -361,8 +403,10 @@ def run_score(params: Params, paths: ScorePaths, track: bool = True) -> dict:
     metrics = {
         **{k: v for k, v in adherences.items() if k != "seed_sweep_hits"},
         **probe,
+        **prior,
         "classifier_test_accuracy": classifier_report["test_accuracy"],
         **ceiling,
+        **second,
         **{k: v for k, v in scores.items() if k != "kid_subset_size"},
         **drafts,
         **copies,
@@ -381,7 +425,7 @@ def run_score(params: Params, paths: ScorePaths, track: bool = True) -> dict:
     metrics["adherence_grid_per_prompt"] = per_prompt
 
     report = make_report(EvaluateMetrics, metrics, "the evaluate stage's metrics")  # before anything is written
-    table = samples_table(d, pred, pred_base, cond, dist, train)
+    table = samples_table(d, pred, pred_base, cond, dist, train, pred_second)
     per_row = len(grid) // max(1, len(per_prompt))  # seeds per grid prompt
     grid_images = [from_png(png) for png in d.table.column("png").take(grid).to_pylist()]
     with atomic_outputs(*(paths.out / n for n in OUTPUTS)) as (samples_tmp, novelty_tmp, grid_tmp, cascade_tmp,
@@ -422,7 +466,7 @@ def register(params: Params, meta: dict, metrics: dict) -> None:
 def add_arguments(p) -> None:
     p.add_argument("--draws", type=Path, default=Path("data/draw/samples.parquet"),
                    help="the draw stage's samples (glyffuser draw)")
-    inputs(p, "classifier", "definitions", "glyphs", "embeddings")
+    inputs(p, "classifier", "second_judge", "definitions", "glyphs", "embeddings")
     p.add_argument("--out", type=Path, default=Path("data/evaluate"))
     no_mlflow(p)
 
@@ -430,7 +474,8 @@ def add_arguments(p) -> None:
 def command(args) -> dict:
     from glyffuser.params import load_params
 
-    paths = ScorePaths(args.draws, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out)
+    paths = ScorePaths(args.draws, args.classifier, args.definitions, args.glyphs, args.embeddings, args.out,
+                       args.second_judge)
     return run_score(load_params(args.params), paths, track=not args.no_mlflow)
 
 

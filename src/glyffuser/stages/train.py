@@ -29,6 +29,7 @@ from glyffuser.artifacts.images import labelled_grid, tensor_to_images
 from glyffuser.artifacts.model_folder import save_model_folder
 from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.deps import command_files
+from glyffuser.diffusion.prior import write_prior
 from glyffuser.diffusion.process import sample
 from glyffuser.diffusion.training import (
     SEED_SPACE,
@@ -128,7 +129,16 @@ def model_info(params: Params, meta: dict) -> dict:
             "resolution": p.resolution, "patch_size": p.patch_size, "schedule": p.schedule,
             "schedule_base_resolution": p.schedule_base_resolution, "prediction": p.prediction,
             "pooled_text": p.pooled_text, "pixels": "x = png / 127.5 - 1 (background +1, ink -1)",
-            "glyffuser_version": __version__}
+            "glyffuser_version": __version__,
+            # embed.radical_prior: the head that guesses a typed prompt's radical is radical_prior.safetensors
+            **({"radical_prior": {k: meta["radical_prior"][k] for k in ("tau", "folds", "names")}}
+               if "radical_prior" in meta else {})}
+
+
+def write_prior_file(run: TrainRun):
+    """save_model_folder's `write_more` for a model trained on guessed radicals: the guessing head beside the UNet."""
+    meta = run.data.embedding_meta.get("radical_prior")
+    return None if meta is None else lambda folder: write_prior(meta, folder)
 
 
 def prepare(params: Params, paths: TrainPaths) -> TrainRun:
@@ -256,7 +266,8 @@ def save_snapshot(run: TrainRun, step: int, train_minutes: float) -> None:
     unet = copy.deepcopy(run.trainer.raw_unet)
     run.trainer.ema.copy_to(unet.parameters())
     info = {**run.info, "step": step, "train_minutes": round(train_minutes, 2)}
-    save_model_folder(run.paths.checkpoints / "snapshots" / f"step-{step:08d}", unet.half(), run.scheduler_config, info)
+    save_model_folder(run.paths.checkpoints / "snapshots" / f"step-{step:08d}", unet.half(), run.scheduler_config, info,
+                      write_prior_file(run))
 
 
 def checkpoint(run: TrainRun, done: int) -> None:
@@ -305,7 +316,7 @@ def finish(run: TrainRun, clock: Clock) -> dict | None:
 def write_outputs(run: TrainRun, result: dict) -> None:
     paths = run.paths
     report = make_report(TrainMetrics, result, "the train stage's metrics")  # before anything is written
-    save_model_folder(paths.model, run.trainer.raw_unet, run.scheduler_config, run.info)
+    save_model_folder(paths.model, run.trainer.raw_unet, run.scheduler_config, run.info, write_prior_file(run))
     with atomic_outputs(paths.metrics, paths.curve) as (metrics_tmp, curve_tmp):
         metrics_tmp.write_text(report_json(report))
         with curve_tmp.open("w", newline="") as f:
