@@ -26,7 +26,8 @@ def load(root: Path = ROOT) -> dict:
     return {"evaluate": read_report(EvaluateMetrics, data / "evaluate" / "metrics.json"),
             "train": read_report(TrainMetrics, data / "train" / "metrics.json"),
             "classifier": read_report(ClassifierReport, data / "classifier" / "report.json"),
-            "umap": read_report(UmapReport, data / "umap" / "report.json")}
+            "umap": read_report(UmapReport, data / "umap" / "report.json"),
+            "second_judge": read_report(ClassifierReport, data / "second_judge" / "report.json")}
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -46,6 +47,13 @@ def headline(r: dict) -> str:
     if ev.adherence_heldout_rarest is not None:
         rows.append(("… per third by the radical's training glyphs: commonest / middle / rarest",
                      " / ".join(pct(getattr(ev, f"adherence_heldout_{t}")) for t in THIRDS)))
+    if ev.second_judge_heldout is not None:
+        rows.append(("… the same glyphs read by the second judge (another architecture and seed) / per third",
+                     f"{pct(ev.second_judge_heldout)} ± {pct(ev.second_judge_heldout_se)} / "
+                     + " / ".join(pct(getattr(ev, f"second_judge_heldout_{t}")) for t in THIRDS)))
+    if ev.prior_heldout is not None:
+        rows.append(("the radical guessed from the definition and encoded before it (`embed.radical_prior`) is right",
+                     f"{pct(ev.prior_heldout)} (per third {' / '.join(pct(getattr(ev, f'prior_heldout_{t}')) for t in THIRDS)})"))
     if ev.adherence_train is not None:
         rows.append(("adherence on training definitions (what it was trained on)",
                      f"{pct(ev.adherence_train)} ± {pct(ev.adherence_train_se)}"))
@@ -79,13 +87,14 @@ def long_tail(r: dict) -> str:
         rows.append(f"| {t} | {h.definitions} | {h.radicals} | {h.train_glyphs_min}–{h.train_glyphs_max} | "
                     f"{pct(getattr(ev, f'adherence_heldout_{t}'))} ± {pct(getattr(ev, f'adherence_heldout_{t}_se'))} | "
                     f"{pct(getattr(ev, f'adherence_train_{t}'))} | {pct(getattr(ev, f'text_probe_{t}'))} | "
-                    f"{pct(getattr(ev, f'judge_real_{t}'))} |")
+                    f"{pct(getattr(ev, f'judge_real_{t}'))} | {pct(getattr(ev, f'second_judge_heldout_{t}'))} | "
+                    f"{pct(getattr(ev, f'prior_heldout_{t}'))} |")
     records = ev.adherence_per_radical
     never = [x for x in records if x.hits == 0]
     drawn = sorted((x for x in records if x.samples >= 5), key=lambda x: -x.adherence)[:8]
     table = ("| third of the held-out definitions | definitions | radicals | training glyphs per radical | "
-             "held-out adherence | training definitions | text probe | judge on real glyphs |\n"
-             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
+             "held-out adherence | training definitions | text probe | judge on real glyphs | second judge | "
+             "radical guessed from the text |\n|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     best = ", ".join(f"{x.glyph} {pct(x.adherence, 0)} of {x.samples}" for x in drawn)
     rare = ", ".join(f"{x.glyph} ({x.train_glyphs})" for x in never[:24])
     return (f"{table}\n\nOf the {len(records)} radicals the held-out definitions ask for, {len(never)} were never "
@@ -97,6 +106,7 @@ def long_tail(r: dict) -> str:
 def minutes(r: dict) -> str:
     ev, tr = r["evaluate"], r["train"]
     rows = [("train", tr.wall_time_min), ("classifier (the judge)", r["classifier"].train_minutes),
+            ("second judge", r["second_judge"].train_minutes),
             ("draw (the evaluation's samples)", ev.sampling_minutes),
             ("evaluate (scoring them)", ev.minutes - ev.sampling_minutes), ("umap", r["umap"].minutes)]
     return "| stage | minutes, as recorded by the stage |\n|---|---|\n" + "\n".join(f"| {a} | {b:.1f} |" for a, b in rows)

@@ -34,6 +34,9 @@ COMMANDS = {
     "figures": ("glyffuser.stages.figures", "the visual guide's figures from the trained model"),
     "guide": ("glyffuser.stages.guide", "the visual guide: one HTML page from this run's figures and numbers"),
     "demo": ("glyffuser.demo", "a local web playground on the trained model (Gradio, on 127.0.0.1)"),
+    "label": ("glyffuser.label", "a keyboard-driven page on 127.0.0.1: which of two glyphs for one definition is better "
+                                 "(answers go to the feedback table)"),
+    "feedback": ("glyffuser.feedback", "export, import (merge) or summarise the feedback table"),
     "profile": ("glyffuser.profiles", "run a profile (profiles/NAME.yaml: the keys that differ from params.yaml) "
                                       "as a DVC experiment: dvc exp run -n NAME -S key=value ..."),
     "compare": ("glyffuser.studies", "study runs: save an evaluated run; compare runs paired on the same held-out "

@@ -140,7 +140,9 @@ def numbers(params: Params, r: dict) -> dict:
                         f"{pct(getattr(ev, f'adherence_heldout_{name}'), 1)} ± "
                         f"{pct(getattr(ev, f'adherence_heldout_{name}_se'), 1)}",
                         pct(getattr(ev, f"adherence_train_{name}"), 1), pct(getattr(ev, f"text_probe_{name}"), 1),
-                        pct(getattr(ev, f"judge_real_{name}"), 1)]
+                        pct(getattr(ev, f"judge_real_{name}"), 1),
+                        pct(getattr(ev, f"second_judge_heldout_{name}"), 1),
+                        pct(getattr(ev, f"prior_heldout_{name}"), 1)]
                        for name in ("commonest", "middle", "rarest")],
         "quality_rows": quality_rows(ev, cl),
         "cascade_rows": cascade_rows(ev, r["upsampler"]),
@@ -160,6 +162,11 @@ def quality_rows(ev: EvaluateMetrics, cl: ClassifierReport) -> list[list[str]]:
         ["control: shuffled", pct(ev.control_shuffled, 1), "each character drawn from another's definition: near chance"],
         ["text-only ceiling", pct(ev.text_probe_accuracy, 1), "a linear probe reads the radical from the definition's "
          "mean embedding: what the text can tell at all"],
+        ["held-out adherence, second judge", f"{pct(ev.second_judge_heldout, 1)} ± {pct(ev.second_judge_heldout_se, 1)}",
+         f"the same glyphs read by another classifier (residual, another seed; {pct(ev.second_judge_test_accuracy, 1)} "
+         "on real test glyphs): a gain counts where both judges see it"],
+        ["radical guessed from the text", pct(ev.prior_heldout, 1), "how often the radical each held-out definition "
+         "was encoded after (embed.radical_prior) is its own: what the model is told"],
         ["classifier accuracy", pct(ev.classifier_test_accuracy, 1), f"the judge on real test glyphs (chance "
          f"{pct(cl.chance, 1)})"],
         ["seed sweep", f"{ev.seed_sweep_hits} / {ev.seed_sweep_seeds}", f"“{ev.seed_sweep_prompt}” with its radical"],
