@@ -39,6 +39,7 @@ def main() -> None:
             screenshot(chromium, f"http://127.0.0.1:{server.server_address[1]}/", ROOT / "docs" / "label.png", "820,560")
         finally:
             server.shutdown()
+            labeller.close()
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ def test_the_label_page_shows_pairs_and_records_each_answer(params, rendered, ti
     finally:
         server.shutdown()
         server.server_close()
+        labeller.close()
     table = read_answers(tmp_path / "feedback.sqlite")
     assert sorted(table.choice) == ["left", "right", "skip"] and set(table.labeller) == {"tester"}
     import base64

@@ -68,7 +68,9 @@ def connect(path: Path) -> sqlite3.Connection:
     writers (two tabs) take turns instead of failing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; transactions are explicit
+        # autocommit (each INSERT is its own transaction); one connection may serve a server's request threads,
+        # which take turns on it (label.py holds a lock)
+        con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")  # an answer acknowledged to the page is on disk
         con.execute(SCHEMA)

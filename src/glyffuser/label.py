@@ -71,16 +71,30 @@ class Labeller:
         self.pending: dict[str, Pair] = {}  # shown, not yet answered
         self.answered = 0
         self.error: str | None = None
-        threading.Thread(target=self._draw_ahead, daemon=True).start()
+        self.stopping = threading.Event()
+        self.drawer = threading.Thread(target=self._draw_ahead, daemon=True)
+        self.drawer.start()
+
+    def close(self) -> None:
+        """Stop drawing ahead (after the pair being drawn) and close the table."""
+        self.stopping.set()
+        self.drawer.join()
+        self.con.close()
 
     def _draw_ahead(self) -> None:
         try:
-            while True:
+            while not self.stopping.is_set():
                 codepoint, prompt = self.rng.choice(self.prompts)
                 seed = self.rng.randrange(0, 2**31 - 2)
                 left, right = self.pipe([prompt], num_images=2, steps=self.steps, guidance=self.guidance,
                                         scheduler=self.scheduler, seed=seed)  # seeds seed and seed + 1
-                self.ready.put(Pair(uuid.uuid4().hex, prompt, codepoint, (seed, seed + 1), (to_png(left), to_png(right))))
+                pair = Pair(uuid.uuid4().hex, prompt, codepoint, (seed, seed + 1), (to_png(left), to_png(right)))
+                while not self.stopping.is_set():
+                    try:
+                        self.ready.put(pair, timeout=0.2)
+                        break
+                    except queue.Full:
+                        pass
         except Exception as err:  # shown in the page instead of a silent stall
             self.error = f"drawing stopped: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
@@ -206,6 +220,8 @@ def make_handler(labeller: Labeller):
                 self._json(200, labeller.answer(body["id"], str(body.get("choice"))))
             except (GlyffuserError, ValueError) as err:
                 self._json(400, {"error": str(err)})
+            except Exception as err:  # the page shows it; the server keeps serving
+                self._json(500, {"error": f"the answer was not recorded: {type(err).__name__}: {err}"})
 
     return Handler
 
@@ -242,6 +258,7 @@ def command(args) -> None:
         server.serve_forever()
     finally:
         server.server_close()
+        labeller.close()
         print(f"glyffuser label: {labeller.answered} answers recorded in {args.feedback}", flush=True)
 
 
