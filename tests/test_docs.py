@@ -15,7 +15,7 @@ results = runpy.run_path(str(REPO / "docs" / "results.py"))  # docs/results.py: 
 
 def copy_of_docs(tmp_path):
     for name in ("README.md", "docs/results.md", "data/evaluate/metrics.json", "data/train/metrics.json",
-                 "data/classifier/report.json", "data/umap/report.json"):
+                 "data/classifier/report.json", "data/second_judge/report.json", "data/umap/report.json"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, tmp_path / name)
     return tmp_path

@@ -163,7 +163,7 @@ def test_smoke_pipeline(tmp_path):
     # A code change re-runs exactly the stages whose command imports the module (later ones only if
     # their inputs then change). Readers live apart from writers, so the sampling pipeline, the text encoder
     # and glyph rendering never make the 25-minute train stage stale, nor the umap stage.
-    for module, stages in [("analysis/judge.py", {"classifier", "evaluate", "figures"}),  # figures reads with it too
+    for module, stages in [("analysis/judge.py", {"classifier", "second_judge", "evaluate", "figures"}),  # figures reads with it
                            ("diffusion/encoders.py", {"embed", "sample", "draw", "evaluate", "figures"}),
                            ("diffusion/pipeline.py", {"sample", "draw", "figures"}),
                            # the upsampler trains once per dataset: training the diffusion model never reads it
