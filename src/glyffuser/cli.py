@@ -25,6 +25,10 @@ COMMANDS = {
     "classifier": ("glyffuser.stages.classifier", "train the radical classifier that judges generated glyphs"),
     "second_judge": ("glyffuser.stages.second_judge", "train the second radical judge (another architecture and seed) "
                                                       "that checks the first"),
+    "reward_judge": ("glyffuser.stages.reward_judge", "train the align stage's reward model (a third radical reader "
+                                                      "neither evaluate judge sees)"),
+    "align": ("glyffuser.stages.align", "fine-tune the trained model on preferences (Diffusion-DPO on judge pairs and "
+                                        "people's answers)"),
     "upsampler": ("glyffuser.stages.upsampler", "train the cascade's upsampler (train.resolution -> twice that side) "
                                                 "on real glyph pairs"),
     "draw": ("glyffuser.stages.draw", "draw every sample the evaluate stage judges (held-out, controls, grid, training "

@@ -32,9 +32,12 @@ PIPELINE_FILES = {
     "definitions": "data/render/definitions.parquet",
     "glyphs": "data/render/glyphs.parquet",
     "embeddings": "data/embed/embeddings.parquet",
-    "model": "data/model",
+    "trained": "data/model",  # the train stage's model: the align stage's reference
+    "model": "data/align/model",  # the model every later stage and command uses (the trained one when align is off)
     "classifier": "data/classifier",
     "second_judge": "data/second_judge",
+    "reward_judge": "data/reward_judge",
+    "feedback": "data/feedback/feedback.sqlite",
     "upsampler": "data/upsampler",
 }
 

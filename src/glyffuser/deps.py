@@ -23,7 +23,7 @@ from pathlib import Path
 
 PACKAGE = "glyffuser"
 PACKAGE_DIR = Path(__file__).resolve().parent
-STAGES = ("sources", "render", "embed", "train", "sample", "classifier", "second_judge", "upsampler", "draw", "evaluate", "umap", "figures", "guide")
+STAGES = ("sources", "render", "embed", "train", "sample", "classifier", "second_judge", "reward_judge", "align", "upsampler", "draw", "evaluate", "umap", "figures", "guide")
 RECORD_ONLY = frozenset({f"{PACKAGE}.tracking", f"{PACKAGE}.registry"})
 
 

@@ -217,6 +217,21 @@ class ClassifierParams(_Group):
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # null: base.seed
 
 
+class AlignParams(_Group):
+    enabled: bool
+    characters: Annotated[int, Field(ge=1)]
+    dev_characters: Annotated[int, Field(ge=1)]
+    samples_per_prompt: Annotated[int, Field(ge=2, le=16)]
+    min_margin: Annotated[float, Field(ge=0, lt=1)]
+    beta: Annotated[float, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0, lt=1)]
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    eval_every: Annotated[int, Field(ge=1)]
+    human_weight: Annotated[float, Field(ge=0)]
+    seed: Annotated[int, Field(ge=0, lt=2**32)]
+
+
 class UpsamplerParams(_Group):
     width: Annotated[int, Field(ge=4, le=1024)]
     depth: Annotated[int, Field(ge=2, le=64)]
@@ -280,6 +295,8 @@ class Params(_Group):
     sample: SampleParams
     classifier: ClassifierParams
     second_judge: ClassifierParams
+    reward_judge: ClassifierParams
+    align: AlignParams
     upsampler: UpsamplerParams
     evaluate: EvaluateParams
     umap: UmapParams

@@ -113,8 +113,9 @@ def _register(model_dir: Path, encoder_dir: Path, info: dict, defaults: dict, me
     if run is None:  # trained without tracking, or in another store: nothing to attach the model to
         return None
     upsampler = upsampler_tag(upsampler_dir)
+    weights = str(info.get("weights_sha256", ""))[:16]  # the align stage's model shares its parent's run
     versions = [v for v in client.search_model_versions(f"name='{REGISTERED_MODEL}' and run_id='{run_id}'")
-                if v.tags.get("upsampler", "none") == upsampler]
+                if v.tags.get("upsampler", "none") == upsampler and v.tags.get("weights", weights) == weights]
     if versions:
         version = max(versions, key=lambda v: int(v.version))
     else:
@@ -126,7 +127,8 @@ def _register(model_dir: Path, encoder_dir: Path, info: dict, defaults: dict, me
     if model_id:
         mlflow.log_metrics(headline, model_id=model_id, run_id=run_id)
     tags = {"git_commit": run.data.tags.get("git_commit", ""), "dvc_experiment": run.data.tags.get("dvc_experiment", ""),
-            "resolution": str(info.get("resolution")), "encoder": str(info.get("encoder")), "upsampler": upsampler}
+            "resolution": str(info.get("resolution")), "encoder": str(info.get("encoder")), "upsampler": upsampler,
+            "weights": weights, "aligned_from": str(info.get("align", {}).get("parent_weights_sha256") or "none")[:16]}
     tags.update({f"evaluate.{k}": f"{v:.4g}" for k, v in headline.items()})
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)

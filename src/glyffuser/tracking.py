@@ -173,20 +173,23 @@ def mlflow_run(params: dict, stage: str = "train", name: str | None = None):
         yield mlflow
 
 
-def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str) -> str | None:
-    """Add metrics and files to the MLflow run that trained the model (its id is in glyffuser.json).
+def log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str,
+                     series: list[dict] | None = None) -> str | None:
+    """Add metrics and files to the MLflow run that trained the model (its id is in glyffuser.json); `series`: rows
+    of numbers, each logged at the step its "epoch" says (a curve, such as the align stage's).
 
     A model trained elsewhere, or without tracking, gets a new run named after the stage instead.
     Returns the run id used, or None (one warning line) when the store fails.
     """
     try:
-        return _log_to_model_run(model_info, metrics, files, artifact_path)
+        return _log_to_model_run(model_info, metrics, files, artifact_path, series or [])
     except Exception as err:  # the store broke after require_store passed: the outputs stand, the record is lost
         print(f"glyffuser: warning: not recorded in MLflow ({first_line(err)}); the outputs are written", file=sys.stderr)
         return None
 
 
-def _log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str) -> str:
+def _log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[Path], artifact_path: str,
+                      series: list[dict]) -> str:
     import logging
 
     import mlflow
@@ -207,6 +210,9 @@ def _log_to_model_run(model_info: dict, metrics: dict[str, float], files: list[P
     with context as active:
         run = active if found else mlflow.active_run()
         mlflow.log_metrics({f"{artifact_path}.{k}": float(v) for k, v in metrics.items()})
+        for row in series:
+            mlflow.log_metrics({f"{artifact_path}.{k}": float(v) for k, v in row.items()
+                                if k != "epoch" and isinstance(v, (int, float))}, step=int(row["epoch"]))
         for f in files:
             mlflow.log_artifact(str(f), artifact_path=artifact_path)
         return run.info.run_id

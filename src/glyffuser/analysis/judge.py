@@ -179,6 +179,15 @@ def predict(net: RadicalNet, images: torch.Tensor, batch_size: int = 512) -> tup
     return torch.cat(radicals).numpy(), torch.cat(feats)
 
 
+@torch.inference_mode()
+def target_probability(net: RadicalNet, images: torch.Tensor, radicals: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(N,) the probability the net gives each image's target radical (1..214): (N,1,R,R) images in [-1,1]."""
+    if images.shape[-1] != net.resolution:
+        images = F.interpolate(images, size=net.resolution, mode="area")
+    probs = torch.cat([net(chunk.float()).softmax(dim=1) for chunk in images.split(batch_size)])  # (N,214)
+    return probs[torch.arange(len(probs)), torch.as_tensor(radicals, dtype=torch.long) - 1].numpy()
+
+
 def save_classifier(net: RadicalNet, folder: Path, report: dict) -> None:
     # File by file, not the folder: DVC keeps its .gitignore beside them.
     with atomic_outputs(folder / WEIGHTS, folder / REPORT) as (weights, report_path):

@@ -1,6 +1,6 @@
 """Sampling: GlyffuserPipeline turns English prompts into glyph images with a trained model.
 
-    pipe = GlyffuserPipeline.from_pretrained("data/model", upsampler="data/upsampler")
+    pipe = GlyffuserPipeline.from_pretrained("data/align/model", upsampler="data/upsampler")
     images = pipe(["a kind of fish"], num_images=4, steps=20, guidance=5.0, seed=0)  # list of 128 px PIL images
     drafts = pipe(["a kind of fish"], num_images=4, base=True)                       # the 64 px diffusion drafts
 

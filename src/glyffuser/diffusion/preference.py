@@ -37,7 +37,7 @@ def denoising_errors(unet, scheduler: DDPMScheduler, x0: torch.Tensor, noise: to
 
 def dpo_loss(policy, reference, scheduler: DDPMScheduler, winner: torch.Tensor, loser: torch.Tensor,
              noise: torch.Tensor, t: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
-             beta: float) -> tuple[torch.Tensor, dict[str, float]]:
+             beta: float, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The Diffusion-DPO loss of B pairs (winner, loser: (B,1,R,R), the same prompt `text`/`mask`, noise and t per
     pair) and what to watch while training: the share of pairs the policy already ranks right, the mean implicit
     reward margin, and each glyph's error against the reference (the author's warning: a rising margin alone does
@@ -49,7 +49,8 @@ def dpo_loss(policy, reference, scheduler: DDPMScheduler, winner: torch.Tensor, 
         reference_errors = denoising_errors(reference, scheduler, x0, *both)
     d_w, d_l = (errors - reference_errors).chunk(2)  # (B,) each
     inside = -0.5 * beta * (d_w - d_l)
-    loss = -F.logsigmoid(inside).mean()
+    per_pair = -F.logsigmoid(inside)  # (B,)
+    loss = per_pair.mean() if weights is None else (weights * per_pair).sum() / weights.sum().clamp(min=1e-12)
     stats = {"ranked_right": float((inside > 0).float().mean()), "reward_margin": float(inside.mean()),
              "winner_error_vs_reference": float(d_w.mean()), "loser_error_vs_reference": float(d_l.mean())}
     return loss, stats

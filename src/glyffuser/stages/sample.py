@@ -9,7 +9,7 @@ from pathlib import Path
 
 from glyffuser.artifacts.atomic import atomic_outputs, check_outputs
 from glyffuser.artifacts.images import labelled_grid
-from glyffuser.command import run_command
+from glyffuser.command import PIPELINE_FILES, run_command
 from glyffuser.diffusion.pipeline import GlyffuserPipeline, choose_upsampler
 from glyffuser.errors import GlyffuserError
 from glyffuser.limits import clean_prompt
@@ -101,7 +101,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"first seed; sample j of each prompt uses seed + j, which must stay within 0..{MAX_SEED:,}")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the UNet: pays from about a thousand glyphs (default: sample.compile)")
-    p.add_argument("--model", default=Path("data/model"),
+    p.add_argument("--model", default=Path(PIPELINE_FILES["model"]),
                    help="model folder, or an MLflow model URI: models:/glyffuser/VERSION, runs:/RUN_ID/model "
                         "(default: %(default)s)")
     p.add_argument("--upsampler", type=Path,

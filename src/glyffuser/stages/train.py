@@ -27,7 +27,7 @@ from glyffuser.artifacts.checkpoints import clear_checkpoints, latest_checkpoint
 from glyffuser.artifacts.hashing import sha256_file
 from glyffuser.artifacts.images import labelled_grid, tensor_to_images
 from glyffuser.artifacts.model_folder import save_model_folder
-from glyffuser.command import inputs, no_mlflow, run_command
+from glyffuser.command import PIPELINE_FILES, inputs, no_mlflow, run_command
 from glyffuser.deps import command_files
 from glyffuser.diffusion.prior import write_prior
 from glyffuser.diffusion.process import sample
@@ -385,7 +385,8 @@ def run_train(params: Params, paths: TrainPaths, stop_after: int | None = None, 
 
 # `glyffuser train`; the DVC stage `train` runs it as stages/train.py.
 def add_arguments(p) -> None:
-    inputs(p, "definitions", "glyphs", "embeddings", "model")
+    inputs(p, "definitions", "glyphs", "embeddings")
+    p.add_argument("--model", type=Path, default=Path(PIPELINE_FILES["trained"]), help="where the model folder goes")
     p.add_argument("--metrics", type=Path, default=Path("data/train/metrics.json"))
     p.add_argument("--curve", type=Path, default=Path("data/train/loss.csv"))
     p.add_argument("--checkpoints", type=Path, default=Path("data/train/checkpoints"))

@@ -23,7 +23,7 @@ from glyffuser.artifacts.glyph_tables import read_glyph_tables
 from glyffuser.artifacts.images import pngs_to_tensor, radical_label, thumbnail
 from glyffuser.artifacts.source_manifest import SourceManifest
 from glyffuser.artifacts.tables import read_table, write_table
-from glyffuser.command import inputs, no_mlflow, run_command
+from glyffuser.command import PIPELINE_FILES, inputs, no_mlflow, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 from glyffuser.reports import UmapReport, make_report, report_json
@@ -317,7 +317,7 @@ def add_arguments(p) -> None:
     inputs(p, "definitions", "glyphs")
     p.add_argument("--sources", type=Path, default=Path("data/sources"), help="font and decomposition table")
     p.add_argument("--samples", type=Path, default=Path("data/evaluate/samples.parquet"))
-    p.add_argument("--model", type=Path, default=Path("data/model"), help="its MLflow run receives the figures")
+    p.add_argument("--model", type=Path, default=Path(PIPELINE_FILES["model"]), help="its MLflow run receives the figures")
     p.add_argument("--out", type=Path, default=Path("data/umap"))
     no_mlflow(p)
 
