@@ -48,6 +48,9 @@ def test_judge_pairs_take_the_best_and_the_worst_draft_of_a_prompt_apart_by_the_
     pairs, kept = judge_pairs(drafts, rewards, torch.zeros(2, 4, 5), torch.ones(2, 4, dtype=torch.bool), 0.2)
     assert kept.tolist() == [True, False]  # the second prompt's drafts are a near tie
     assert pairs.winner.flatten().tolist() == [1.0] and pairs.loser.flatten().tolist() == [2.0]
+    every, kept = judge_pairs(drafts, rewards, torch.zeros(2, 4, 5), torch.ones(2, 4, dtype=torch.bool), 0.2, True)
+    assert kept.tolist() == [True, False]  # (0.9 over 0.2 and over 0.1): 0.2 over 0.1 is a near tie
+    assert every.winner.flatten().tolist() == [1.0, 1.0] and every.loser.flatten().tolist() == [0.0, 2.0]
 
 
 def test_human_pairs_follow_the_answer_and_drop_skips():

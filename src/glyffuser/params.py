@@ -223,6 +223,7 @@ class AlignParams(_Group):
     dev_characters: Annotated[int, Field(ge=1)]
     samples_per_prompt: Annotated[int, Field(ge=2, le=16)]
     min_margin: Annotated[float, Field(ge=0, lt=1)]
+    all_pairs: bool = False
     beta: Annotated[float, Field(gt=0)]
     lr: Annotated[float, Field(gt=0, lt=1)]
     epochs: Annotated[int, Field(ge=1)]

@@ -46,16 +46,24 @@ class Pairs:
 
 
 def judge_pairs(drafts: torch.Tensor, rewards: np.ndarray, text: torch.Tensor, mask: torch.Tensor,
-                min_margin: float) -> tuple[Pairs, np.ndarray]:
+                min_margin: float, all_pairs: bool = False) -> tuple[Pairs, np.ndarray]:
     """From N prompts' K drafts each: drafts (N,K,1,R,R), rewards (N,K), text (N,L,D), mask (N,L) -> the pairs whose
-    best-minus-worst reward is ≥ min_margin, and which prompts gave one (N,) bool."""
-    best, worst = rewards.argmax(axis=1), rewards.argmin(axis=1)  # (N,)
-    rows = np.arange(len(rewards))
-    keep = rewards[rows, best] - rewards[rows, worst] >= min_margin
-    idx = torch.from_numpy(np.nonzero(keep)[0])
-    b, w = torch.from_numpy(best)[idx], torch.from_numpy(worst)[idx]
-    n = len(idx)
-    return Pairs(drafts[idx, b], drafts[idx, w], text[idx].float(), mask[idx], torch.ones(n), ["judge"] * n), keep
+    rewards differ by ≥ min_margin, and which prompts gave one (N,) bool. Each prompt's best draft against its worst,
+    or (all_pairs) every two of its drafts that far apart, the better one winning."""
+    n, k = rewards.shape
+    if all_pairs:
+        i, j = np.triu_indices(k, 1)  # every unordered pair of a prompt's drafts
+        better = rewards[:, i] >= rewards[:, j]  # (N, K(K-1)/2)
+        win, lose = np.where(better, i, j), np.where(better, j, i)
+    else:
+        win, lose = rewards.argmax(axis=1)[:, None], rewards.argmin(axis=1)[:, None]  # (N,1)
+    rows = np.arange(n)[:, None]
+    ok = rewards[rows, win] - rewards[rows, lose] >= min_margin  # (N, pairs per prompt)
+    p, c = np.nonzero(ok)
+    idx = torch.from_numpy(p)
+    w, lo = torch.from_numpy(win[p, c]), torch.from_numpy(lose[p, c])
+    m = len(p)
+    return Pairs(drafts[idx, w], drafts[idx, lo], text[idx].float(), mask[idx], torch.ones(m), ["judge"] * m), ok.any(axis=1)
 
 
 def human_pairs(left: torch.Tensor, right: torch.Tensor, choices: list[str], text: torch.Tensor, mask: torch.Tensor,

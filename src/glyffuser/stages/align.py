@@ -117,15 +117,15 @@ def run_align(params: Params, paths: AlignPaths) -> dict:
                       bar)  # (N·K,1,R,R)
     targets = train.radicals[chosen]  # (N,)
     rewards = target_probability(reward, made, np.repeat(targets, k)).reshape(n, k)
-    pairs, kept = judge_pairs(made.view(n, k, *made.shape[1:]), rewards, text, mask, a.min_margin)
+    pairs, kept = judge_pairs(made.view(n, k, *made.shape[1:]), rewards, text, mask, a.min_margin, a.all_pairs)
     draft_minutes = (time.perf_counter() - start) / 60
     if humans is not None and len(humans):
         pairs = Pairs.join(pairs, humans)
     if not len(pairs):
         raise GlyffuserError(f"no preference pairs: no prompt's {k} drafts differ by align.min_margin {a.min_margin} in "
                              "reward, and no feedback answers: lower align.min_margin or raise align.samples_per_prompt")
-    print(f"align: {len(pairs)} pairs ({int(kept.sum())} of {n} definitions from the judge, "
-          f"{0 if humans is None else len(humans)} from people)", flush=True)
+    print(f"align: {len(pairs)} pairs (from the judge: {int(kept.sum())} of {n} definitions; "
+          f"from people: {0 if humans is None else len(humans)})", flush=True)
 
     # 2. Diffusion-DPO against a frozen copy; the policy stays in eval mode (no dropout): at step 0 it IS the reference
     reference = pipe.unet.requires_grad_(False)
@@ -171,7 +171,7 @@ def run_align(params: Params, paths: AlignPaths) -> dict:
     first, last = curve[0], curve[-1]
     report = {
         "enabled": True,
-        "pairs_judge": int(kept.sum()), "pairs_human": 0 if humans is None else len(humans),
+        "pairs_judge": sum(s == "judge" for s in pairs.source), "prompts_paired": int(kept.sum()), "pairs_human": 0 if humans is None else len(humans),
         "definitions": n, "samples_per_prompt": k, "dev_definitions": len(dev),
         "reward_mean_drafts": float(rewards.mean()),
         **{f"{c}_before": first[c] for c in CURVE_COLUMNS[4:]},
