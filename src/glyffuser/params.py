@@ -121,6 +121,7 @@ class EmbedParams(_Group):
     radical_prior: bool = False  # each definition (and typed prompt) is encoded after the radical a text head guesses
     prior_tau: Annotated[float, Field(ge=0, le=3)] = 0.5  # logit adjustment of that guess towards rare radicals
     prior_folds: Annotated[int, Field(ge=2, le=20)] = 5  # cross-fitting folds over the training definitions
+    prior_true_share: Annotated[float, Field(ge=0, le=1)] = 0.0  # training definitions encoded after their true radical
 
 
 class TrainParams(_Group):

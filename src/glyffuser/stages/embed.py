@@ -71,6 +71,9 @@ def guess_radicals(params: EmbedParams, table: pa.Table, encoder: TextEncoder) -
     # train: the cross-fitted guesses (what tuning may look at), test: the stored head's
     report = {f"prior_accuracy_{name}": float((guess[rows] == radicals[rows]).mean()) if rows.any() else None
               for name, rows in (("train", train), ("test", split == "test"))}
+    if params.prior_true_share > 0:  # how far the UNet learns to trust a guess: this share of training definitions
+        told = train & (np.random.default_rng([0, 42]).random(len(train)) < params.prior_true_share)
+        guess[told] = radicals[told]  # ... is encoded after its true radical, as if the guess were always right
     return guess, radical_prior.to_meta(head, names, params.prior_folds), report
 
 
