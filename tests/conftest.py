@@ -17,9 +17,12 @@ SMALL_RANGES = ["U+9B5A-U+9C7F", "U+9CE5-U+9DFF", "U+6C34-U+6CFF"]
 
 @pytest.fixture(scope="session")
 def params() -> Params:
-    # 32 px renders: models of at most 16 px (the cascade's upsampler learns twice the side from them)
+    # 32 px renders: models of at most 16 px (the cascade's upsampler learns twice the side from them). The shared
+    # fixtures use the plain embedding; the text→radical prior (the default's embed.radical_prior) has its own tests
+    # (test_prior.py) and runs in the whole-pipeline tests (test_dvc_pipeline.py), which read params.yaml as it is.
     return with_overrides(load_params(REPO / "params.yaml"), {"render.ranges": SMALL_RANGES, "render.image_size": 32,
-                                                            "render.preview_count": 8, "train.resolution": 16})
+                                                            "render.preview_count": 8, "train.resolution": 16,
+                                                            "embed.radical_prior": False})
 
 
 @pytest.fixture(scope="session")

@@ -71,6 +71,13 @@ def test_embed_encodes_each_definition_after_its_guess(params, rendered, tmp_pat
     with pytest.raises(GlyffuserError, match="turn one off"):
         run_embed(with_overrides(params, {"embed.radical_prior": True, "embed.radical_hint": True}).embed,
                   out.definitions, tmp_path / "both.parquet")
+    # the trust lever: trained on the truth, sampled with the guess (held-out rows keep the stored head's guess)
+    told = tmp_path / "told.parquet"
+    run_embed(with_overrides(params, {"embed.radical_prior": True, "embed.prior_true_share": 1.0}).embed,
+              out.definitions, told)
+    truth = read_table(told)[0].column("guessed_radical").to_pylist()[1:]
+    assert all(truth[i] == radicals[i] for i in range(len(texts)) if split[i] == "train")
+    assert [truth[i] for i in held] == [guesses[i] for i in held]
 
 
 def test_a_model_trained_on_guesses_carries_its_head_and_guesses_typed_prompts(params, rendered, tmp_path):

@@ -51,6 +51,7 @@ def dpo_loss(policy, reference, scheduler: DDPMScheduler, winner: torch.Tensor, 
     inside = -0.5 * beta * (d_w - d_l)
     per_pair = -F.logsigmoid(inside)  # (B,)
     loss = per_pair.mean() if weights is None else (weights * per_pair).sum() / weights.sum().clamp(min=1e-12)
+    inside, d_w, d_l = inside.detach(), d_w.detach(), d_l.detach()  # the numbers to watch carry no gradient
     stats = {"ranked_right": float((inside > 0).float().mean()), "reward_margin": float(inside.mean()),
              "winner_error_vs_reference": float(d_w.mean()), "loser_error_vs_reference": float(d_l.mean())}
     return loss, stats
