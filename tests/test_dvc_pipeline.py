@@ -142,7 +142,7 @@ def test_smoke_pipeline(tmp_path):
     assert json.loads((repo / "data" / "upsampler" / "config.json").read_text())["input_resolution"] == 64
     assert (repo / "data" / "umap" / "umap.html").is_file() and (repo / "data" / "figures" / "denoise.gif").is_file()
     guide = (repo / "data" / "guide" / "index.html").read_text(encoding="utf-8")
-    assert guide.count("<section id=") == 11 and guide.count('<img src="data:image/') >= 20
+    assert guide.count("<section id=") == 12 and guide.count('<img src="data:image/') >= 20
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], repo)
     for column in ("train_loss", "img_per_s", "adherence_grid", "adherence_heldout", "control_shuffled",
                    "control_empty_prompt", "kid", "kid_real_floor", "novelty", "test_accuracy"):

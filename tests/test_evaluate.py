@@ -199,7 +199,7 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     page = paths.out.read_text(encoding="utf-8")
     for i, title in enumerate(TITLES, 1):
         assert f'<section id="s{i}"><h2>{i}. {title}</h2>' in page, title
-    assert summary["sections"] == 11 and page.index('id="s1"') < page.index('id="s11"')
+    assert summary["sections"] == 12 and page.index('id="s1"') < page.index('id="s11"') < page.index('id="s12"')
     # the cascade section: the drafts and the final glyphs, and the paired adherence of the two
     cascade = page[page.index('id="s11"'):]
     assert "16 px draft" in cascade and "32 px glyph" in cascade and cascade.count("<img ") == 1
@@ -219,6 +219,27 @@ def test_guide_has_every_section_and_every_image(figures, evaluated, rendered, t
     other = with_overrides(p, {"train.min_snr_gamma": 5.0, "train.loss_weighting": "min_snr_plus_one"})
     build_guide(other, paths)
     assert "weighted by min(SNR + 1, 5)" in paths.out.read_text(encoding="utf-8")
+    # the alignment section: this run's align report and curve, written by the align stage's own writer
+    from glyffuser.stages.align import _write
+
+    align = tmp_path / "align"
+    align.mkdir()
+    _write(align / "report.json", align / "curve.csv", {"enabled": False}, [])
+    with_align = GuidePaths(*[getattr(paths, f) for f in ("figures", "umap", "evaluate", "train_metrics",
+                              "render_report", "classifier_report", "model", "out", "upsampler")], align)
+    build_guide(p, with_align)
+    section = paths.out.read_text(encoding="utf-8").split('id="s12"')[1]
+    assert "not aligned" in section and "<table>" not in section
+    curve = [{"epoch": 0, "dev_reward": 0.3, "dev_reward_judge": 0.41, "dev_judge": 0.4, "dev_second_judge": 0.39,
+              "dev_ink_share": 0.26},
+             {"epoch": 2, "loss": 0.46, "ranked_right": 0.77, "reward_margin": 1.7, "dev_reward": 0.33,
+              "dev_reward_judge": 0.43, "dev_judge": 0.42, "dev_second_judge": 0.4, "dev_ink_share": 0.25}]
+    _write(align / "report.json", align / "curve.csv", {"enabled": True, "pairs_judge": 132, "pairs_human": 7,
+                                                        "minutes": 2.7}, curve)
+    build_guide(p, with_align)
+    section = paths.out.read_text(encoding="utf-8").split('id="s12"')[1]
+    assert "132 judge pairs and 7 people" in section and "not aligned" not in section
+    assert section.count("<tr>") == 3 and "<td>42.0%</td>" in section and "<td>—</td>" in section
     # a missing input: one line, and no page
     code = main(["guide", "--figures", str(tmp_path / "none"), "--umap", str(root / "umap"), "--evaluate",
                  str(eval_paths.out), "--model", str(model), "--out", str(tmp_path / "g2" / "index.html"), "--no-mlflow"])

@@ -7,6 +7,7 @@
     data/upsampler/report.json   UpsamplerReport   written by the upsampler stage
     data/umap/report.json        UmapReport        written by the umap stage
     data/figures/report.json     FiguresReport     written by the figures stage
+    data/align/report.json       AlignReport       written by the align stage
 
 The stage that writes a report builds its model (`extra="forbid"`: a key the model does not name is an error,
 so a renamed key fails in that stage's unit test, not an hour into `dvc repro` in the guide), and every reader
@@ -220,6 +221,33 @@ class UpsamplerReport(_Report):
     final_loss: float  # mean of the last 50 steps
     test_glyphs: int
     test: UpsamplerChecks
+
+
+class AlignReport(_Report):
+    enabled: bool  # false: data/align/model is the trained model unchanged, and no other key is written
+    pairs_judge: int | None = None  # winner/loser pairs the reward judge ranked
+    prompts_paired: int | None = None  # training definitions that gave at least one pair
+    pairs_human: int | None = None  # pairs from people's answers (glyffuser label), skips dropped
+    definitions: int | None = None  # training definitions drafted for judge pairs
+    samples_per_prompt: int | None = None
+    dev_definitions: int | None = None  # other training definitions of the curve, one draft each
+    reward_mean_drafts: float | None = None  # the reward judge's mean p(target radical) over the drafts
+    # the dev curve's first (before any DPO step) and last points: p(target) by the reward judge, then the share of
+    # dev drafts drawn with their radical by the reward judge, the evaluate judge and the second judge, and ink share
+    dev_reward_before: float | None = None
+    dev_reward_judge_before: float | None = None
+    dev_judge_before: float | None = None
+    dev_second_judge_before: float | None = None
+    dev_ink_share_before: float | None = None
+    dev_reward_after: float | None = None
+    dev_reward_judge_after: float | None = None
+    dev_judge_after: float | None = None
+    dev_second_judge_after: float | None = None
+    dev_ink_share_after: float | None = None
+    draft_minutes: float | None = None
+    dpo_minutes: float | None = None
+    dev_curve_minutes: float | None = None
+    minutes: float | None = None
 
 
 class UmapReport(_Report):

@@ -39,6 +39,7 @@ from glyffuser.errors import GlyffuserError
 from glyffuser.feedback import read_answers
 from glyffuser.params import Params
 from glyffuser.progress import progress
+from glyffuser.reports import AlignReport
 
 BATCH = 64  # drafts per sampler batch
 CURVE_COLUMNS = ("epoch", "loss", "ranked_right", "reward_margin", "dev_reward", "dev_reward_judge", "dev_judge",
@@ -185,7 +186,7 @@ def run_align(params: Params, paths: AlignPaths) -> dict:
 
 def _write(report_out: Path, curve_out: Path, report: dict, curve: list[dict]) -> None:
     with atomic_outputs(report_out, curve_out) as (rep, cur):
-        rep.write_text(json.dumps(report, indent=2) + "\n")
+        rep.write_text(json.dumps(AlignReport(**report).model_dump(exclude_none=True), indent=2) + "\n")
         with cur.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CURVE_COLUMNS)
             writer.writeheader()

@@ -1,9 +1,10 @@
 """Stage `guide`: the visual guide to diffusion models as one HTML page, illustrated by this run.
 
 Reads the figures stage's images and numbers, the umap, evaluate, train, render and classifier
-reports and the model's config, and writes data/guide/index.html: eleven sections in the order of the
+reports and the model's config, and writes data/guide/index.html: twelve sections, eleven in the order of the
 article (data, points in a space, forward process, score, what the network learns, sampling,
-conditioning, one prompt's trajectory, guidance, how good it is, the cascade to 128 px). The prose lives in a
+conditioning, one prompt's trajectory, guidance, how good it is, the cascade to 128 px), then learning from
+feedback (the align stage's report and curve). The prose lives in a
 Jinja template (glyffuser/templates/guide.html, autoescaped); this module reads the reports, derives the numbers
 and tables the template prints, and inlines every image as a data URI, so the page is one file that opens from the
 file system, offline, and in MLflow's artifact view.
@@ -12,6 +13,7 @@ file system, offline, and in MLflow's artifact view.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -27,6 +29,7 @@ from glyffuser.command import inputs, no_mlflow, run_command
 from glyffuser.errors import GlyffuserError
 from glyffuser.params import Params
 from glyffuser.reports import (
+    AlignReport,
     ClassifierReport,
     EvaluateMetrics,
     FiguresReport,
@@ -52,6 +55,7 @@ class GuidePaths:
     model: Path
     out: Path  # the page: data/guide/index.html
     upsampler: Path | None = None  # the upsampler stage's folder (its report.json); None: a run without the cascade
+    align: Path | None = None  # the align stage's folder (report.json, curve.csv); None: a run without that stage
 
 
 
@@ -99,7 +103,8 @@ def num(x, spec: str) -> str:
 
 TITLES = ["The data", "Images as points in a space", "The forward process: adding noise", "The score",
           "What the network learns", "Sampling: from noise to glyphs", "Conditioning on a definition",
-          "One prompt, step by step", "Classifier-free guidance", "How good is it?", "From 64 to 128 px: the cascade"]
+          "One prompt, step by step", "Classifier-free guidance", "How good is it?", "From 64 to 128 px: the cascade",
+          "Learning from feedback: preference alignment"]
 
 _STYLE = """body{font:16px/1.55 Georgia,serif;max-width:980px;margin:0 auto;padding:16px 24px;color:#222}
 h1{font:600 30px sans-serif;margin-bottom:0}h2{font:600 22px sans-serif;margin-top:42px;border-top:2px solid #c8c8c9;
@@ -146,6 +151,7 @@ def numbers(params: Params, r: dict) -> dict:
                        for name in ("commonest", "middle", "rarest")],
         "quality_rows": quality_rows(ev, cl),
         "cascade_rows": cascade_rows(ev, r["upsampler"]),
+        "align_rows": align_rows(r["align_curve"]), "align_params": params.align,
     }
     return n
 
@@ -207,6 +213,25 @@ def cascade_rows(ev: EvaluateMetrics, up: UpsamplerReport | None) -> list[list[s
     ]
 
 
+def align_rows(curve: list[dict] | None) -> list[list[str]] | None:
+    """The align stage's dev curve as table rows (epoch 0: the trained model); None: alignment off or no stage."""
+    if not curve:
+        return None
+    def cell(row: dict, key: str, spec: str) -> str:
+        return "—" if row.get(key) in (None, "") else format(float(row[key]), spec)
+    return [[row["epoch"], cell(row, "loss", ".3f"), cell(row, "ranked_right", ".0%"), cell(row, "reward_margin", ".2f"),
+             cell(row, "dev_reward_judge", ".1%"), cell(row, "dev_judge", ".1%"), cell(row, "dev_second_judge", ".1%"),
+             cell(row, "dev_ink_share", ".1%")] for row in curve]
+
+
+def read_curve(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise GlyffuserError(f"{path} is missing: re-run the align stage (dvc repro)") from None
+
+
 def template():
     env = Environment(loader=PackageLoader("glyffuser", "templates"), autoescape=True, undefined=StrictUndefined,
                       keep_trailing_newline=True)
@@ -223,6 +248,8 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
          "render": read_report(RenderReport, paths.render_report),
          "classifier": read_report(ClassifierReport, paths.classifier_report),
          "upsampler": read_report(UpsamplerReport, paths.upsampler / "report.json") if paths.upsampler else None,
+         "align": read_report(AlignReport, paths.align / "report.json") if paths.align else None,
+         "align_curve": read_curve(paths.align / "curve.csv") if paths.align else None,
          # the model folder's config files (validated where they are read for the model: artifacts/model_folder.py)
          "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json")}
     try:
@@ -260,6 +287,7 @@ def add_arguments(p) -> None:
     p.add_argument("--evaluate", type=Path, default=Path("data/evaluate"))
     p.add_argument("--train-metrics", type=Path, default=Path("data/train/metrics.json"))
     p.add_argument("--render-report", type=Path, default=Path("data/render/report.json"))
+    p.add_argument("--align", type=Path, default=Path("data/align"), help="the align stage's folder (report, curve)")
     p.add_argument("--out", type=Path, default=Path("data/guide/index.html"))
     no_mlflow(p)
 
@@ -268,7 +296,7 @@ def command(args) -> dict:
     from glyffuser.params import load_params
 
     paths = GuidePaths(args.figures, args.umap, args.evaluate, args.train_metrics, args.render_report,
-                       args.classifier / "report.json", args.model, args.out, args.upsampler)
+                       args.classifier / "report.json", args.model, args.out, args.upsampler, args.align)
     return run_guide(load_params(args.params), paths, track=not args.no_mlflow)
 
 
