@@ -3,11 +3,13 @@
     python docs/alignment.py                                  # prior-s0 (before) and align-all-lr1e4 (after)
     python docs/alignment.py --before RUN --after RUN --out docs/alignment.png
 
-Left: the evaluate stage's grid prompts at seeds 0-3, the model before alignment above the aligned one, the same
+Above: the evaluate stage's grid prompts at seeds 0-3, the model before alignment over the aligned one, the same
 prompts, seeds and sampler (benchmarks/results/runs/<run>/samples.parquet, saved by `glyffuser compare --save`),
-each glyph framed by the evaluate judge's verdict (green: the intended radical). Right: the align stage's dev curve
-over the DPO epochs (align_curve.csv of the `after` run): the reward judge's rate (what DPO was taught to please)
-beside the two independent judges' and the ink share (the complexity the glyffuser's author saw fall).
+each glyph framed by the evaluate judge's verdict (green: the intended radical). samples.parquet is gitignored for
+size, so this runs where the two runs were saved (a fresh clone has their metrics, verdicts and grid PNGs).
+Below: the align stage's dev curve over the DPO epochs (align_curve.csv of the `after` run): the reward judge's
+rate (what DPO was taught to please) beside the two independent judges' and the ink share (the complexity the
+glyffuser's author saw fall).
 """
 
 from __future__ import annotations
