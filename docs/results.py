@@ -55,11 +55,13 @@ def headline(r: dict) -> str:
         rows.append(("the radical guessed from the definition and encoded before it (`embed.radical_prior`) is right",
                      f"{pct(ev.prior_heldout)} (per third {' / '.join(pct(getattr(ev, f'prior_heldout_{t}')) for t in THIRDS)})"))
     if ev.adherence_train is not None:
-        rows.append(("adherence on training definitions (what it was trained on)",
+        rows.append(("adherence on training definitions, encoded as in training (with `embed.prior_true_share` 1 after "
+                     "their true radical: how well it draws what it is told, not generalisation)",
                      f"{pct(ev.adherence_train)} ± {pct(ev.adherence_train_se)}"))
     rows += [
         (f"prompt grid: {len(per_prompt)} prompts × seeds",
-         f"{pct(ev.adherence_grid)} (lowest prompt {pct(min(per_prompt.values()), 0)})"),
+         f"{pct(ev.adherence_grid)} (lowest: “{min(per_prompt, key=per_prompt.get)}” "
+         f"{pct(min(per_prompt.values()), 0)})"),
         (f"“{ev.seed_sweep_prompt}” over {ev.seed_sweep_seeds} seeds",
          f"{ev.seed_sweep_hits} / {ev.seed_sweep_seeds} with its radical"),
         ("controls: empty prompt / shuffled definitions (should sit at chance)",
