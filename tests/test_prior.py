@@ -47,7 +47,9 @@ def test_embed_encodes_each_definition_after_its_guess(params, rendered, tmp_pat
 
     out, _ = rendered
     path = tmp_path / "prior.parquet"
-    summary = run_embed(with_overrides(params, {"embed.radical_prior": True}).embed, out.definitions, path)
+    # every definition after its cross-fitted guess (share 0): the trust lever, the default's share 1, is checked below
+    summary = run_embed(with_overrides(params, {"embed.radical_prior": True, "embed.prior_true_share": 0.0}).embed,
+                        out.definitions, path)
     table, meta = read_table(path)
     defs, _ = read_table(out.definitions)
     texts, split = defs.column("definition").to_pylist(), np.array(defs.column("split").to_pylist())
