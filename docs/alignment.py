@@ -68,7 +68,7 @@ def main() -> None:
     args = parser.parse_args()
 
     before, after = grid_rows(args.before), grid_rows(args.after)
-    prompts = sorted({p for p, _ in before}, key=lambda p: list(before).index((p, 0)))
+    prompts = list(dict.fromkeys(p for p, _ in before))  # the evaluate stage's grid order
     block = glyph_block(before, after, prompts)
     curve = pd.read_csv(RUNS / args.after / "align_curve.csv")
 

@@ -107,3 +107,16 @@ def test_peoples_answers_join_as_pairs_and_a_bad_table_is_refused_in_one_line(ev
     table.write_bytes(b"not a database at all" * 100)
     with pytest.raises(GlyffuserError, match="feedback table"):
         run_align(small, paths)
+
+
+def test_the_curve_reads_back_as_numbers_with_epoch_0s_empty_cells_absent(tmp_path):
+    """What the guide and the MLflow log read: the align stage's own curve.csv, through read_align_curve."""
+    from glyffuser.reports import read_align_curve
+    from glyffuser.stages.align import _write
+
+    curve = [{"epoch": 0, "dev_reward": 0.3, "dev_judge": 0.4}, {"epoch": 2, "loss": 0.46, "dev_reward": 0.33, "dev_judge": 0.42}]
+    _write(tmp_path / "report.json", tmp_path / "curve.csv", {"enabled": True}, curve)
+    assert read_align_curve(tmp_path / "curve.csv") == [{"epoch": 0.0, "dev_reward": 0.3, "dev_judge": 0.4},
+                                                        {"epoch": 2.0, "loss": 0.46, "dev_reward": 0.33, "dev_judge": 0.42}]
+    with pytest.raises(GlyffuserError, match="curve.csv is missing"):
+        read_align_curve(tmp_path / "none" / "curve.csv")

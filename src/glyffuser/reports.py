@@ -7,7 +7,7 @@
     data/upsampler/report.json   UpsamplerReport   written by the upsampler stage
     data/umap/report.json        UmapReport        written by the umap stage
     data/figures/report.json     FiguresReport     written by the figures stage
-    data/align/report.json       AlignReport       written by the align stage
+    data/align/report.json       AlignReport       written by the align stage (its curve.csv: read_align_curve)
 
 The stage that writes a report builds its model (`extra="forbid"`: a key the model does not name is an error,
 so a renamed key fails in that stage's unit test, not an hour into `dvc repro` in the guide), and every reader
@@ -18,6 +18,7 @@ What each number means: docs/evaluation.md.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import TypeVar
@@ -248,6 +249,16 @@ class AlignReport(_Report):
     dpo_minutes: float | None = None
     dev_curve_minutes: float | None = None
     minutes: float | None = None
+
+
+def read_align_curve(path: Path) -> list[dict[str, float]]:
+    """data/align/curve.csv (the align stage's dev curve, one row per evaluated epoch) as numbers; a cell left empty
+    (epoch 0 has no DPO loss yet) is absent from its row."""
+    try:
+        with path.open(newline="") as f:
+            return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    except FileNotFoundError:
+        raise GlyffuserError(f"{path} is missing: re-run the align stage (dvc repro)") from None
 
 
 class UmapReport(_Report):

@@ -39,7 +39,7 @@ from glyffuser.errors import GlyffuserError
 from glyffuser.feedback import read_answers
 from glyffuser.params import Params
 from glyffuser.progress import progress
-from glyffuser.reports import AlignReport
+from glyffuser.reports import AlignReport, read_align_curve
 
 BATCH = 64  # drafts per sampler batch
 CURVE_COLUMNS = ("epoch", "loss", "ranked_right", "reward_margin", "dev_reward", "dev_reward_judge", "dev_judge",
@@ -217,11 +217,10 @@ def command(args) -> dict:
     if track:  # the curve over epochs and the report, on the run that trained the parent model
         from glyffuser.tracking import log_to_model_run
 
-        with (args.out / "curve.csv").open() as f:
-            curve = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
         log_to_model_run(read_model_info(args.out / "model"), {k: v for k, v in report.items()
                                                                if isinstance(v, (int, float))},
-                         [args.out / "curve.csv", args.out / "report.json"], "align", curve)
+                         [args.out / "curve.csv", args.out / "report.json"], "align",
+                         read_align_curve(args.out / "curve.csv"))
     return report
 
 

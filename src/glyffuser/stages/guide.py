@@ -13,7 +13,6 @@ file system, offline, and in MLflow's artifact view.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -37,6 +36,7 @@ from glyffuser.reports import (
     TrainMetrics,
     UmapReport,
     UpsamplerReport,
+    read_align_curve,
     read_report,
 )
 
@@ -213,23 +213,15 @@ def cascade_rows(ev: EvaluateMetrics, up: UpsamplerReport | None) -> list[list[s
     ]
 
 
-def align_rows(curve: list[dict] | None) -> list[list[str]] | None:
+def align_rows(curve: list[dict[str, float]] | None) -> list[list[str]] | None:
     """The align stage's dev curve as table rows (epoch 0: the trained model); None: alignment off or no stage."""
     if not curve:
         return None
-    def cell(row: dict, key: str, spec: str) -> str:
-        return "—" if row.get(key) in (None, "") else format(float(row[key]), spec)
-    return [[row["epoch"], cell(row, "loss", ".3f"), cell(row, "ranked_right", ".0%"), cell(row, "reward_margin", ".2f"),
-             cell(row, "dev_reward_judge", ".1%"), cell(row, "dev_judge", ".1%"), cell(row, "dev_second_judge", ".1%"),
-             cell(row, "dev_ink_share", ".1%")] for row in curve]
-
-
-def read_curve(path: Path) -> list[dict]:
-    try:
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise GlyffuserError(f"{path} is missing: re-run the align stage (dvc repro)") from None
+    def cell(row: dict[str, float], key: str, spec: str) -> str:
+        return format(row[key], spec) if key in row else "—"
+    return [[str(int(row["epoch"])), cell(row, "loss", ".3f"), cell(row, "ranked_right", ".0%"),
+             cell(row, "reward_margin", ".2f"), cell(row, "dev_reward_judge", ".1%"), cell(row, "dev_judge", ".1%"),
+             cell(row, "dev_second_judge", ".1%"), cell(row, "dev_ink_share", ".1%")] for row in curve]
 
 
 def template():
@@ -249,7 +241,7 @@ def build_guide(params: Params, paths: GuidePaths) -> dict:
          "classifier": read_report(ClassifierReport, paths.classifier_report),
          "upsampler": read_report(UpsamplerReport, paths.upsampler / "report.json") if paths.upsampler else None,
          "align": read_report(AlignReport, paths.align / "report.json") if paths.align else None,
-         "align_curve": read_curve(paths.align / "curve.csv") if paths.align else None,
+         "align_curve": read_align_curve(paths.align / "curve.csv") if paths.align else None,
          # the model folder's config files (validated where they are read for the model: artifacts/model_folder.py)
          "info": _json(paths.model / "glyffuser.json"), "unet": _json(paths.model / "unet" / "config.json")}
     try:
